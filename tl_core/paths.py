@@ -1,0 +1,56 @@
+"""Where the lab keeps its data sets, runs and caches.
+
+Everything lives under one folder, the lab home: `$TL_LAB_HOME` when set; otherwise `/data`
+when that folder exists and is writable (a Hugging Face Space's persistent storage, since the
+rest of a Space's disk is wiped on restart); otherwise a per-user data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP_DIR_NAME = "transfer-learning-lab"
+
+
+def _user_data_dir() -> Path:
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / APP_DIR_NAME
+
+
+def lab_home() -> Path:
+    """The lab home folder, created if missing."""
+    env = os.environ.get("TL_LAB_HOME")
+    if env:
+        home = Path(env).expanduser()
+    elif Path("/data").is_dir() and os.access("/data", os.W_OK):
+        home = Path("/data") / APP_DIR_NAME
+    else:
+        home = _user_data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def datasets_dir() -> Path:
+    path = lab_home() / "datasets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    path = lab_home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir(kind: str) -> Path:
+    """A cache folder (`features`, `images`, ...): safe to delete, rebuilt on demand."""
+    path = lab_home() / "cache" / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
