@@ -8,8 +8,12 @@ returns a reason instead of raising, for import reports.
 
 from __future__ import annotations
 
+import io
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +23,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # PIL's own default limit; above it an image is treated as a decompression bomb.
 MAX_IMAGE_PIXELS = 89_478_485
+ORIENTATION_TAG = 0x0112
 
 
 class ImageDecodeError(ValueError):
@@ -47,6 +52,48 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A fully decoded image: upright 8-bit RGB pixels plus what the file was."""
+
+    rgb: Image.Image
+    format: str  # PIL's format name: "JPEG", "PNG", "GIF", ...
+    mode: str  # the file's own mode before conversion: "RGB", "CMYK", "P", "I;16", ...
+    exif_rotated: bool  # True when an EXIF orientation tag turned the pixels
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+
+def _decode(source: str | Path | BinaryIO, max_pixels: int) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        f"too large: {width}x{height} pixels is over the limit of "
+                        f"{max_pixels:,} (possible decompression bomb)"
+                    )
+                fmt, mode = img.format or "", img.mode
+                img.load()
+                orientation = img.getexif().get(ORIENTATION_TAG, 1)
+                img = ImageOps.exif_transpose(img) or img
+                rgb = _to_rgb(img)
+                rgb.load()
+                return DecodedImage(rgb, fmt, mode, orientation not in (1, None))
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not an image (unrecognised format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"too large (possible decompression bomb): {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+
+
 def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open, fully decode and normalise an image file. Raises `ImageDecodeError`."""
     path = Path(path)
@@ -55,29 +102,26 @@ def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
             raise ImageDecodeError("empty file (0 bytes)")
     except OSError as exc:
         raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from exc
+    return _decode(path, max_pixels).rgb
+
+
+def decode_bytes(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedImage:
+    """Fully decode image bytes (an upload, a download). Raises `ImageDecodeError`.
+
+    The reason names the usual impostors: an HTML or JSON page saved under an image name.
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        f"too large: {width}x{height} pixels is over the limit of "
-                        f"{max_pixels:,} (possible decompression bomb)"
-                    )
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                rgb = _to_rgb(img)
-                rgb.load()
-                return rgb
-    except ImageDecodeError:
+        return _decode(io.BytesIO(data), max_pixels)
+    except ImageDecodeError as exc:
+        if str(exc).startswith("not an image"):
+            head = data[:512].lstrip().lower()
+            if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml", b"<")):
+                raise ImageDecodeError("not an image (an HTML/XML page)") from exc
+            if head.startswith((b"{", b"[")):
+                raise ImageDecodeError("not an image (a JSON document)") from exc
         raise
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError("not an image (unrecognised format)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"too large (possible decompression bomb): {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 
 def check_image(path: str | Path) -> str | None:
@@ -86,4 +130,42 @@ def check_image(path: str | Path) -> str | None:
         load_rgb(path)
     except ImageDecodeError as exc:
         return str(exc)
+    return None
+
+
+def dhash(img: Image.Image, *, size: int = 8) -> int:
+    """A 64-bit difference hash: near-identical pictures (rescaled, recompressed) differ
+    in few bits, so a small Hamming distance flags a likely duplicate."""
+    grey = img.convert("L").resize((size + 1, size), Image.Resampling.BILINEAR)
+    px = np.asarray(grey, dtype=np.int16)
+    bits = (px[:, 1:] > px[:, :-1]).flatten()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+# File names that image hosts give the picture they serve in place of a deleted photo.
+_PLACEHOLDER_NAME = re.compile(
+    r"(image|img|photo|picture|file)?[ _-]?(not[ _-]?found|unavailable|missing|removed|deleted)"
+    r"|placeholder|no[ _-]?image|^default[ _-]?image",
+    re.IGNORECASE,
+)
+
+
+def placeholder_reason(name: str, image: DecodedImage) -> str | None:
+    """Why this looks like a dead host's placeholder rather than a photo, or None.
+
+    Two signals: a telltale file name (`imageNotFound.gif`, `photo_unavailable.png`), or a
+    flat grey graphic: few colours, one covering most of the picture, no saturation. Photos
+    have thousands of colours; a drawn shape on a textured background has many too.
+    """
+    if _PLACEHOLDER_NAME.search(Path(name).stem):
+        return f"placeholder image (file name {Path(name).name!r})"
+    small = image.rgb if max(image.size) <= 256 else image.rgb.resize((256, 256), Image.Resampling.NEAREST)
+    colours = small.getcolors(maxcolors=256)
+    if colours is None:
+        return None
+    total = sum(count for count, _ in colours)
+    top = max(count for count, _ in colours)
+    grey = all(max(c) - min(c) <= 12 for _, c in colours)
+    if grey and top >= 0.8 * total:
+        return f"placeholder image ({len(colours)} grey colours, one covers {top / total:.0%})"
     return None

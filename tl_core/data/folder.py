@@ -1,0 +1,274 @@
+"""A data set on disk, as the training code sees it.
+
+A data set is a folder with one subfolder per class, or with `train/` and `val/` (optional
+`test/`) each holding class folders. Without `val/`, a stratified split with a fixed seed
+makes one. `per_class=N` keeps a deterministic subset of N training images per class (for
+data-efficiency studies). Images are decoded once, resized so their shorter side is the
+backbone's resize size, and kept as uint8 tensors (in memory, and on disk under the lab's
+cache keyed by content); unreadable files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from tl_core import paths
+from tl_core.data.images import ImageDecodeError, is_image_name, load_rgb
+from tl_core.errors import LabError
+from tl_core.transforms import to_uint8_tensor
+
+SPLIT_NAMES = ("train", "val", "test")
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str  # absolute path
+    label: int
+
+
+@dataclass
+class DataSplit:
+    """The images of one data set, split for training; paths only, nothing decoded yet."""
+
+    root: Path
+    classes: list[str]
+    train: list[Item]
+    val: list[Item]
+    test: list[Item] = field(default_factory=list)
+    content_hash: str = ""
+    split_kind: str = "folders"  # "folders" (train/ and val/ on disk) or "stratified"
+
+    def counts(self, part: str = "train") -> dict[str, int]:
+        out = dict.fromkeys(self.classes, 0)
+        for item in getattr(self, part):
+            out[self.classes[item.label]] += 1
+        return out
+
+
+def resolve_dataset(name_or_path: str | Path) -> Path:
+    """A data set's folder: an existing path, else a data set name under the lab home."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        return candidate.resolve()
+    if candidate.exists():
+        raise LabError(f"{candidate} is a file, not a data set folder (a zip? import it first)")
+    named = paths.datasets_dir() / str(name_or_path)
+    if "/" not in str(name_or_path) and named.is_dir():
+        return named
+    raise LabError(
+        f"data set not found: {name_or_path!r} is neither a folder nor a data set name "
+        "(list them with `python -m tl_core data list`)"
+    )
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
+        key=lambda p: p.name,
+    )
+
+
+def _images_in(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_name(name):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _hash_files(files: Sequence[Path], root: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stratified_split(
+    items: list[Item], num_classes: int, val_fraction: float, seed: int
+) -> tuple[list[Item], list[Item]]:
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in range(num_classes):
+        members = [it for it in items if it.label == label]
+        rng.shuffle(members)
+        # Every class with two or more images gets at least one validation image.
+        n_val = round(len(members) * val_fraction)
+        n_val = min(max(n_val, 1), len(members) - 1) if len(members) >= 2 else 0
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return sorted(train, key=lambda i: i.path), sorted(val, key=lambda i: i.path)
+
+
+def cap_per_class(items: list[Item], per_class: int, seed: int) -> list[Item]:
+    """A deterministic subset of at most `per_class` items per label.
+
+    Subsets are nested: the 10 images kept for per_class=10 are among the 20 kept for 20, so
+    a data-efficiency curve adds images rather than swapping them.
+    """
+    if per_class < 1:
+        raise LabError(f"images per class must be at least 1, got {per_class}")
+    by_label: dict[int, list[Item]] = {}
+    for it in sorted(items, key=lambda i: i.path):
+        by_label.setdefault(it.label, []).append(it)
+    kept = []
+    for label, members in sorted(by_label.items()):
+        random.Random(f"{seed}-{label}").shuffle(members)
+        kept.extend(members[:per_class])
+    return sorted(kept, key=lambda i: i.path)
+
+
+def scan_dataset(
+    name_or_path: str | Path,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    per_class: int | None = None,
+) -> DataSplit:
+    """List a data set's images and split them; raises LabError for unusable folders."""
+    root = resolve_dataset(name_or_path)
+    if not 0.0 < val_fraction < 1.0:
+        raise LabError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    has_splits = (root / "train").is_dir()
+    split_root = root / "train" if has_splits else root
+    classes = [d.name for d in _class_dirs(split_root)]
+    if not classes:
+        raise LabError(
+            f"{root} holds no class folders: put each class's images in a subfolder "
+            "(e.g. ants/, bees/), or train/ and val/ each holding class folders"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+
+    def collect(folder: Path) -> list[Item]:
+        items = []
+        if not folder.is_dir():
+            return items
+        for cdir in _class_dirs(folder):
+            if cdir.name not in index:
+                raise LabError(
+                    f"class {cdir.name!r} in {folder} is not among the training classes "
+                    f"({', '.join(classes)})"
+                )
+            items.extend(Item(str(p), index[cdir.name]) for p in _images_in(cdir))
+        return items
+
+    train = collect(split_root)
+    all_files = [Path(i.path) for i in train]
+    if has_splits and (root / "val").is_dir():
+        val = collect(root / "val")
+        split_kind = "folders"
+    else:
+        train, val = _stratified_split(train, len(classes), val_fraction, seed)
+        split_kind = "stratified"
+    test = collect(root / "test") if has_splits else []
+    all_files = sorted({*all_files, *(Path(i.path) for i in val + test)})
+    if not all_files:
+        raise LabError(f"{root} holds no images (looked for {', '.join(sorted({'.jpg', '.png'}))}, ...)")
+    present = {it.label for it in train}
+    empty = [c for c, i in index.items() if i not in present]
+    if empty:
+        raise LabError(f"class folder(s) with no training images: {', '.join(empty)}; add images or remove them")
+    if len(classes) < 2:
+        raise LabError(f"{root} has a single class ({classes[0]}); a classifier needs at least 2")
+    if not val:
+        raise LabError(f"{root} has too few images for a validation set; add at least 2 per class")
+    if per_class is not None:
+        train = cap_per_class(train, per_class, seed)
+    return DataSplit(
+        root=root,
+        classes=classes,
+        train=train,
+        val=val,
+        test=test,
+        content_hash=_hash_files(all_files, root),
+        split_kind=split_kind,
+    )
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class DecodedImages:
+    """uint8 CHW tensors of one list of items; `skipped` holds (path, reason) of bad files."""
+
+    images: list[torch.Tensor]
+    labels: list[int]
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def _cache_key(items: Sequence[Item], resize_size: int) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"v1-{resize_size}".encode())
+    for it in items:
+        st = os.stat(it.path)
+        digest.update(f"{it.path}|{st.st_size}|{st.st_mtime_ns}|{it.label}".encode())
+    return digest.hexdigest()
+
+
+def decode_items(
+    items: Sequence[Item],
+    resize_size: int,
+    *,
+    use_cache: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> DecodedImages:
+    """Decode and resize every image once; reuse a disk cache keyed by file identities."""
+    cache_file = None
+    if use_cache and items:
+        cache_file = paths.cache_dir("images") / f"{_cache_key(items, resize_size)}.pt"
+        if cache_file.is_file():
+            try:
+                data = torch.load(cache_file, weights_only=True)
+                return DecodedImages(data["images"], data["labels"], data["paths"], [tuple(s) for s in data["skipped"]])
+            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+                cache_file.unlink(missing_ok=True)
+    images, labels, kept, skipped = [], [], [], []
+    for n, it in enumerate(items, start=1):
+        try:
+            images.append(to_uint8_tensor(load_rgb(it.path), resize_size))
+            labels.append(it.label)
+            kept.append(it.path)
+        except ImageDecodeError as exc:
+            skipped.append((it.path, str(exc)))
+        if on_progress is not None:
+            on_progress(n, len(items), "decoding images")
+    if cache_file is not None:
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        try:
+            torch.save(
+                {"images": images, "labels": labels, "paths": kept, "skipped": [list(s) for s in skipped]},
+                tmp,
+            )
+            os.replace(tmp, cache_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a cache that cannot be written is only slower
+    return DecodedImages(images, labels, kept, skipped)
+
+
+class TensorImageDataset(Dataset):
+    """Decoded uint8 images with a transform applied on access."""
+
+    def __init__(self, decoded: DecodedImages, transform: Callable[[torch.Tensor], torch.Tensor]):
+        self.decoded = decoded
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.decoded.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.decoded.images[index]), self.decoded.labels[index]

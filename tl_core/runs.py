@@ -1,0 +1,481 @@
+"""The run store: SQLite for records, a folder per run for weights and predictions.
+
+One database file (`runs.sqlite` in the lab home) holds every run and its epochs. It is used
+from the web app's sessions, the background worker and the CLI at once, so every access opens
+a short-lived connection, keeps transactions short, waits on a busy timeout, and uses WAL
+(falling back to the rollback journal where the file system cannot do WAL, such as some
+network-mounted homes). The schema version lives in `PRAGMA user_version`; `MIGRATIONS`
+brings an older file up to date.
+
+Files a run writes (weights, predictions) are written to a temporary name and renamed, so an
+interrupted write never leaves a broken file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tl_core import paths
+from tl_core.errors import LabError
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        created REAL NOT NULL,
+        group_id TEXT NOT NULL,
+        request_id TEXT,
+        slot INTEGER NOT NULL DEFAULT 0,
+        seed INTEGER NOT NULL DEFAULT 0,
+        recipe TEXT,
+        workspace TEXT NOT NULL DEFAULT '',
+        data_path TEXT NOT NULL,
+        data_hash TEXT,
+        classes TEXT,
+        backbone TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        config TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        epochs_total INTEGER NOT NULL DEFAULT 0,
+        batch INTEGER NOT NULL DEFAULT 0,
+        batches INTEGER NOT NULL DEFAULT 0,
+        running_loss REAL,
+        running_acc REAL,
+        phase TEXT,
+        heartbeat REAL,
+        started REAL,
+        finished REAL,
+        error TEXT,
+        best_val_acc REAL,
+        final_val_acc REAL,
+        train_seconds REAL,
+        trainable_params INTEGER,
+        total_params INTEGER,
+        num_train INTEGER,
+        num_val INTEGER,
+        num_classes INTEGER,
+        device TEXT,
+        versions TEXT,
+        worker_pid INTEGER,
+        UNIQUE (request_id, slot)
+    );
+    CREATE INDEX runs_status ON runs (status, created);
+    CREATE INDEX runs_group ON runs (group_id);
+    CREATE TABLE epochs (
+        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        train_loss REAL,
+        train_acc REAL,
+        val_loss REAL,
+        val_acc REAL,
+        seconds REAL,
+        lr REAL,
+        PRIMARY KEY (run_id, epoch)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+JSON_FIELDS = ("classes", "config", "versions")
+
+
+def library_versions() -> dict[str, str]:
+    import torch
+    import torchvision
+
+    from tl_core import __version__
+
+    return {
+        "tl_core": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What is known about a run when it is queued."""
+
+    data_path: str
+    backbone: str
+    strategy: str
+    config: dict
+    name: str | None = None
+    seed: int = 0
+    recipe: str | None = None
+    workspace: str = ""
+
+
+class RunStore:
+    """All access to runs; safe to use from several processes and threads at once."""
+
+    def __init__(self, home: str | Path | None = None, *, busy_timeout: float = 30.0):
+        self.home = Path(home) if home is not None else paths.lab_home()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / "runs.sqlite"
+        self.runs_root = self.home / "runs"
+        self.runs_root.mkdir(exist_ok=True)
+        self.busy_timeout = busy_timeout
+        self.journal_mode = "wal"
+        self._init_db()
+
+    # ------------------------------------------------------------------ connections
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextmanager
+    def _conn(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            raise LabError(f"cannot open the run store {self.db_path}: {exc}") from exc
+        try:
+            if write:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            else:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise LabError("the run store is busy; try again in a moment") from exc
+            raise LabError(
+                f"the run store {self.db_path} is damaged or unreadable ({exc}); "
+                "move it aside to start a new one"
+            ) from exc
+        finally:
+            conn.close()
+
+    def _init_db(self) -> None:
+        with self._conn() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                # Network file systems cannot share WAL's memory-mapped index.
+                mode = conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+            self.journal_mode = str(mode).lower()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LabError(
+                    f"the run store {self.db_path} was written by a newer version of the lab "
+                    f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade the lab"
+                )
+            for v in range(version, SCHEMA_VERSION):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # Statement by statement: executescript() would commit half-way.
+                    if conn.execute("PRAGMA user_version").fetchone()[0] == v:
+                        for statement in MIGRATIONS[v].split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {v + 1}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    # ------------------------------------------------------------------ creating
+
+    def create_group(
+        self, runs: Sequence[NewRun], *, request_id: str | None = None, group_id: str | None = None
+    ) -> list[str]:
+        """Queue runs that belong together (one comparison); returns their ids.
+
+        With a `request_id` (one per click on Start), asking twice returns the runs of the
+        first request instead of queueing a second set.
+        """
+        if not runs:
+            raise LabError("nothing to run: choose at least one strategy")
+        group_id = group_id or "g" + new_run_id()
+        now = time.time()
+        versions = json.dumps(library_versions())
+        with self._conn(write=True) as conn:
+            if request_id is not None:
+                existing = conn.execute(
+                    "SELECT id FROM runs WHERE request_id = ? ORDER BY slot", (request_id,)
+                ).fetchall()
+                if existing:
+                    return [r["id"] for r in existing]
+            ids = []
+            for slot, run in enumerate(runs):
+                run_id = new_run_id()
+                conn.execute(
+                    """INSERT INTO runs (id, name, created, group_id, request_id, slot, seed, recipe,
+                       workspace, data_path, backbone, strategy, config, status, epochs_total, versions)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
+                    (
+                        run_id,
+                        run.name,
+                        now + slot * 1e-6,
+                        group_id,
+                        request_id,
+                        slot,
+                        run.seed,
+                        run.recipe,
+                        run.workspace,
+                        run.data_path,
+                        run.backbone,
+                        run.strategy,
+                        json.dumps(run.config),
+                        int(run.config.get("train", {}).get("epochs", 0)),
+                        versions,
+                    ),
+                )
+                ids.append(run_id)
+        return ids
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        out = dict(row)
+        for key in JSON_FIELDS:
+            if out.get(key):
+                out[key] = json.loads(out[key])
+        return out
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise LabError(f"no run with id {run_id!r} (list them with `python -m tl_core runs`)")
+        return self._row(row)
+
+    def list(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        group_id: str | None = None,
+        workspace: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first."""
+        where, args = [], []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if group_id is not None:
+            where.append("group_id = ?")
+            args.append(group_id)
+        if workspace is not None:
+            where.append("workspace = ?")
+            args.append(workspace)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, slot DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._conn() as conn:
+            return [self._row(r) for r in conn.execute(sql, args).fetchall()]
+
+    def queue(self, workspace: str | None = None) -> list[dict[str, Any]]:
+        """Queued and running runs, in the order the worker takes them."""
+        sql = "SELECT * FROM runs WHERE status IN ('queued', 'running')"
+        args: list = []
+        if workspace is not None:
+            sql += " AND workspace = ?"
+            args.append(workspace)
+        sql += " ORDER BY status = 'queued', created, slot"
+        with self._conn() as conn:
+            return [self._row(r) for r in conn.execute(sql, args).fetchall()]
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest_group(self, workspace: str | None = None) -> str | None:
+        runs = self.list(workspace=workspace, limit=1)
+        return runs[0]["group_id"] if runs else None
+
+    # ------------------------------------------------------------------ updating
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        for key in JSON_FIELDS:
+            if key in fields and not isinstance(fields[key], str | type(None)):
+                fields[key] = json.dumps(fields[key])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._conn(write=True) as conn:
+            conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    def claim_next(self, worker_pid: int | None = None, workspace: str | None = None) -> dict | None:
+        """Atomically mark the oldest queued run as running and return it."""
+        now = time.time()
+        with self._conn(write=True) as conn:
+            sql = "SELECT id FROM runs WHERE status = 'queued' AND cancel_requested = 0"
+            args: list = []
+            if workspace is not None:
+                sql += " AND workspace = ?"
+                args.append(workspace)
+            row = conn.execute(sql + " ORDER BY created, slot LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker_pid = ? WHERE id = ?",
+                (now, now, worker_pid or os.getpid(), row["id"]),
+            )
+        return self.get(row["id"])
+
+    def mark_running(self, run_id: str) -> None:
+        now = time.time()
+        self.update(run_id, status="running", started=now, heartbeat=now, worker_pid=os.getpid())
+
+    def heartbeat(self, run_id: str, **progress: Any) -> None:
+        self.update(run_id, heartbeat=time.time(), **progress)
+
+    def add_epoch(self, run_id: str, stats: dict[str, Any]) -> None:
+        with self._conn(write=True) as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, train_acc, val_loss, val_acc, seconds, lr)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    run_id,
+                    stats["epoch"],
+                    stats["train_loss"],
+                    stats["train_acc"],
+                    stats.get("val_loss"),
+                    stats.get("val_acc"),
+                    stats["seconds"],
+                    stats["lr"],
+                ),
+            )
+            conn.execute(
+                "UPDATE runs SET epoch = ?, heartbeat = ? WHERE id = ?",
+                (stats["epoch"], time.time(), run_id),
+            )
+
+    def finish(self, run_id: str, status: str, **fields: Any) -> None:
+        if status not in FINISHED:
+            raise ValueError(f"not a finished status: {status}")
+        self.update(run_id, status=status, finished=time.time(), **fields)
+
+    def request_cancel(self, run_id: str) -> str:
+        """Ask a run to stop; a queued run is cancelled at once. Returns the new status."""
+        with self._conn(write=True) as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise LabError(f"no run with id {run_id!r}")
+            if row["status"] == "queued":
+                conn.execute(
+                    "UPDATE runs SET status = 'cancelled', cancel_requested = 1, finished = ? WHERE id = ?",
+                    (time.time(), run_id),
+                )
+                return "cancelled"
+            if row["status"] == "running":
+                conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+            return row["status"]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self._conn() as conn:
+            row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def fail_stale(self, max_age: float) -> list[str]:
+        """Mark running runs whose heartbeat is older than `max_age` seconds as failed."""
+        cutoff = time.time() - max_age
+        with self._conn(write=True) as conn:
+            rows = conn.execute(
+                "SELECT id FROM runs WHERE status = 'running' AND COALESCE(heartbeat, started, created) < ?",
+                (cutoff,),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            for run_id in ids:
+                conn.execute(
+                    "UPDATE runs SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+                    (
+                        time.time(),
+                        f"the worker stopped responding (no heartbeat for over {int(max_age)} s); "
+                        "it was probably killed or the machine restarted",
+                        run_id,
+                    ),
+                )
+        return ids
+
+    def delete(self, run_id: str) -> None:
+        import shutil
+
+        self.get(run_id)
+        with self._conn(write=True) as conn:
+            conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id, create=False), ignore_errors=True)
+
+    # ------------------------------------------------------------------ files
+
+    def run_dir(self, run_id: str, *, create: bool = True) -> Path:
+        path = self.runs_root / run_id
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_json(self, run_id: str, name: str, data: Any) -> Path:
+        return atomic_write_bytes(self.run_dir(run_id) / name, json.dumps(data, indent=1).encode())
+
+    def read_json(self, run_id: str, name: str) -> Any:
+        path = self.run_dir(run_id, create=False) / name
+        if not path.is_file():
+            raise LabError(f"run {run_id} has no {name} (did it finish?)")
+        return json.loads(path.read_text())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
