@@ -23,7 +23,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (argparse prints usage plus the line)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `python -m tl_core {self.prog.split(' ', 1)[-1]} --help`)\n")
+        self.exit(
+            2, f"error: {message} (see `python -m tl_core {self.prog.split(' ', 1)[-1]} --help`)\n"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -82,7 +84,11 @@ class _Bars:
         if self.key != key:
             self.close()
             self.bar = tqdm(
-                total=total, desc=f"{self.label}{desc}", file=sys.stderr, leave=False, mininterval=0.5
+                total=total,
+                desc=f"{self.label}{desc}",
+                file=sys.stderr,
+                leave=False,
+                mininterval=0.5,
             )
             self.key = key
         return self.bar
@@ -118,8 +124,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from tl_core.train import TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--data", required=True, help="a data set folder, or the name of an imported data set")
-    p.add_argument("--backbone", required=True, help="resnet18, vgg16, efficientnet_lite0 or small_cnn")
+    p.add_argument(
+        "--data", required=True, help="a data set folder, or the name of an imported data set"
+    )
+    p.add_argument(
+        "--backbone", required=True, help="resnet18, vgg16, efficientnet_lite0 or small_cnn"
+    )
     p.add_argument("--epochs", type=_positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--lr", type=_float, default=d.lr)
@@ -129,23 +139,46 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=d.schedule, help="none, step (StepLR) or cosine")
     p.add_argument("--step-size", type=_positive_int, default=d.step_size)
     p.add_argument("--gamma", type=_float, default=d.gamma)
-    p.add_argument("--backbone-lr-mult", type=_float, default=d.backbone_lr_mult,
-                   help="learning rate of pretrained layers relative to the new head (default 1)")
-    p.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS",
-                   help="stop after this many epochs without a better validation accuracy")
+    p.add_argument(
+        "--backbone-lr-mult",
+        type=_float,
+        default=d.backbone_lr_mult,
+        help="learning rate of pretrained layers relative to the new head (default 1)",
+    )
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="stop after this many epochs without a better validation accuracy",
+    )
     p.add_argument("--augment", default="crop_flip", help="crop_flip, none or crop_flip_jitter")
     p.add_argument("--per-class", type=int, default=None, help="cap training images per class")
     p.add_argument("--val-fraction", type=_float, default=0.2)
-    p.add_argument("--trainable-blocks", type=int, default=1, help="layer groups that train in partial_finetune")
-    p.add_argument("--init-from", default=None, metavar="RUN_ID", help="start from a finished run's weights")
+    p.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=1,
+        help="layer groups that train in partial_finetune",
+    )
+    p.add_argument(
+        "--init-from", default=None, metavar="RUN_ID", help="start from a finished run's weights"
+    )
     p.add_argument("--weights", default=None, metavar="FILE", help="a local ImageNet weights file")
-    p.add_argument("--feature-views", type=int, default=10, help="augmented views cached per image (feature_extractor)")
+    p.add_argument(
+        "--feature-views",
+        type=int,
+        default=10,
+        help="augmented views cached per image (feature_extractor)",
+    )
     p.add_argument("--no-fast", action="store_true", help="disable the cached-feature fast path")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or mps")
     p.add_argument("--precision", default=d.precision, help="auto, fp32 or bf16")
     p.add_argument("--name", default=None)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last stdout line"
+    )
 
 
 def _spec(args: argparse.Namespace, strategy: str, seed: int | None = None):
@@ -203,7 +236,9 @@ def _run_specs(specs: list, as_json: bool) -> list[dict]:
         # Third-party loaders may print to stdout; keep stdout for the result alone.
         with contextlib.redirect_stdout(sys.stderr):
             try:
-                record = execute_run(store, run_id, on_progress=bars.progress, on_status=bars.status)
+                record = execute_run(
+                    store, run_id, on_progress=bars.progress, on_status=bars.status
+                )
             except KeyboardInterrupt:
                 store.finish(run_id, "cancelled", error="interrupted from the keyboard")
                 raise
@@ -227,7 +262,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not strategies:
-        raise LabError("--strategies is empty; give a comma-separated list such as scratch,feature_extractor")
+        raise LabError(
+            "--strategies is empty; give a comma-separated list such as scratch,feature_extractor"
+        )
     for s in strategies:
         check_strategy(s)
     specs = [_spec(args, s, seed=args.seed + k) for s in strategies for k in range(args.seeds)]
@@ -277,7 +314,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if "error" in r:
             text.append(f"{r['image']}: cannot read ({r['error']})")
         else:
-            text.append(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+            text.append(
+                f"{r['image']}: "
+                + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
+            )
     _emit(results if args.json else None, args.json, "\n".join(text))
     return 0 if all("error" not in r for r in results) else 1
 
@@ -287,7 +327,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tl_core.export import export_model
 
     info = export_model(load_trained(_store(), args.run), args.format, args.out)
-    _emit(info, args.json, f"exported run {args.run} as {args.format} to {info['path']} (details in {info['path']}.json)")
+    _emit(
+        info,
+        args.json,
+        f"exported run {args.run} as {args.format} to {info['path']} (details in {info['path']}.json)",
+    )
     return 0
 
 
@@ -301,18 +345,31 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m tl_core", description="Transfer Learning Lab from the command line.")
+    parser = _Parser(
+        prog="python -m tl_core", description="Transfer Learning Lab from the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one run")
     _add_train_options(p)
-    p.add_argument("--strategy", required=True, help="scratch, feature_extractor, partial_finetune or full_finetune")
+    p.add_argument(
+        "--strategy",
+        required=True,
+        help="scratch, feature_extractor, partial_finetune or full_finetune",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="train several strategies on the same split, as one group")
     _add_train_options(p)
-    p.add_argument("--strategies", required=True, help="comma-separated, e.g. scratch,feature_extractor")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="runs per strategy, with seeds seed..seed+N-1")
+    p.add_argument(
+        "--strategies", required=True, help="comma-separated, e.g. scratch,feature_extractor"
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="runs per strategy, with seeds seed..seed+N-1",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("runs", help="list runs, newest first")
@@ -354,7 +411,13 @@ def _plugins() -> list:
     import importlib
 
     found = []
-    for name in ("tl_core.data.cli", "tl_core.worker", "tl_core.recipes", "tl_core.bench", "tl_core.resume"):
+    for name in (
+        "tl_core.data.cli",
+        "tl_core.worker",
+        "tl_core.recipes",
+        "tl_core.bench",
+        "tl_core.resume",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

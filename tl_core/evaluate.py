@@ -56,7 +56,9 @@ def load_trained(store: RunStore, run_id: str) -> TrainedModel:
 
 
 @torch.inference_mode()
-def predict(trained: TrainedModel, images: Sequence[Image.Image], top_k: int = 3) -> list[list[dict]]:
+def predict(
+    trained: TrainedModel, images: Sequence[Image.Image], top_k: int = 3
+) -> list[list[dict]]:
     """Top-k classes with probabilities for each image."""
     if top_k < 1:
         raise LabError(f"top-k must be at least 1, got {top_k}")
@@ -67,7 +69,10 @@ def predict(trained: TrainedModel, images: Sequence[Image.Image], top_k: int = 3
     k = min(top_k, len(trained.classes))
     values, indices = probs.topk(k, dim=1)
     return [
-        [{"class": trained.classes[i], "index": i, "prob": round(v, 6)} for v, i in zip(vs, ix, strict=True)]
+        [
+            {"class": trained.classes[i], "index": i, "prob": round(v, 6)}
+            for v, i in zip(vs, ix, strict=True)
+        ]
         for vs, ix in zip(values.tolist(), indices.tolist(), strict=True)
     ]
 

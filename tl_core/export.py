@@ -95,7 +95,9 @@ def load_export(path: str | Path, fmt: str):
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: session.run(["logits"], {"image": x.numpy() if hasattr(x, "numpy") else x})[0]
+        return lambda x: session.run(
+            ["logits"], {"image": x.numpy() if hasattr(x, "numpy") else x}
+        )[0]
     if fmt == "state_dict":
         from tl_core.models import build_for_inference
 

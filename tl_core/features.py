@@ -116,7 +116,9 @@ def compute_features(
         if cache_file.is_file():
             try:
                 data = torch.load(cache_file, weights_only=True)
-                return FeatureSet(data["train"], data["train_labels"], data["val"], data["val_labels"], 0.0, True)
+                return FeatureSet(
+                    data["train"], data["train_labels"], data["val"], data["val_labels"], 0.0, True
+                )
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 cache_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -147,7 +149,12 @@ def compute_features(
     finally:
         torch.random.set_rng_state(gen_state)
     val_feats = extract(
-        model, backbone, TensorImageDataset(val, eval_transform), device=device, precision=precision, on_batch=tick
+        model,
+        backbone,
+        TensorImageDataset(val, eval_transform),
+        device=device,
+        precision=precision,
+        on_batch=tick,
     )
     result = FeatureSet(
         torch.stack(train_views),
@@ -160,7 +167,12 @@ def compute_features(
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         try:
             torch.save(
-                {"train": result.train, "train_labels": result.train_labels, "val": result.val, "val_labels": result.val_labels},
+                {
+                    "train": result.train,
+                    "train_labels": result.train_labels,
+                    "val": result.val,
+                    "val_labels": result.val_labels,
+                },
                 tmp,
             )
             os.replace(tmp, cache_file)

@@ -77,7 +77,9 @@ class RunSpec:
             raise LabError(f"images per class must be at least 1, got {self.per_class}")
         if not 1 <= self.feature_views <= 100:
             raise LabError(f"feature views must be between 1 and 100, got {self.feature_views}")
-        if self.strategy == "partial_finetune" and not 1 <= self.trainable_blocks <= len(backbone.layer_groups):
+        if self.strategy == "partial_finetune" and not 1 <= self.trainable_blocks <= len(
+            backbone.layer_groups
+        ):
             raise LabError(
                 f"trainable blocks must be between 1 and {len(backbone.layer_groups)} for {backbone.name} "
                 f"(its layer groups: {', '.join(backbone.group_names)})"
@@ -119,7 +121,12 @@ def queue_runs(
     """Validate and record runs as one group (one comparison); returns their ids."""
     for spec in specs:
         spec.validate()
-        scan_dataset(spec.data, val_fraction=spec.val_fraction, seed=spec.split_seed, per_class=spec.per_class)
+        scan_dataset(
+            spec.data,
+            val_fraction=spec.val_fraction,
+            seed=spec.split_seed,
+            per_class=spec.per_class,
+        )
         if spec.init_from:
             _init_source(store, spec)
     return store.create_group(
@@ -143,7 +150,9 @@ def queue_runs(
 def _init_source(store: RunStore, spec: RunSpec) -> dict[str, torch.Tensor]:
     source = store.get(spec.init_from)
     if source["status"] != "done":
-        raise LabError(f"run {spec.init_from} is {source['status']}, not done; start from a finished run")
+        raise LabError(
+            f"run {spec.init_from} is {source['status']}, not done; start from a finished run"
+        )
     if source["backbone"] != spec.backbone:
         raise LabError(
             f"run {spec.init_from} trained {source['backbone']}, not {spec.backbone}; "
@@ -181,12 +190,23 @@ def execute_run(
         store.mark_running(run_id)
     spec = RunSpec.from_dict(record["config"])
     try:
-        _train(store, run_id, spec, on_progress=on_progress, on_status=on_status, heartbeat_every=heartbeat_every)
+        _train(
+            store,
+            run_id,
+            spec,
+            on_progress=on_progress,
+            on_status=on_status,
+            heartbeat_every=heartbeat_every,
+        )
     except LabError as exc:
         store.finish(run_id, "failed", error=str(exc))
         raise
     except Exception as exc:
-        store.finish(run_id, "failed", error=f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+        store.finish(
+            run_id,
+            "failed",
+            error=f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=8)}",
+        )
         raise
     return store.get(run_id)
 
@@ -203,7 +223,9 @@ def _train(
     spec.validate()
     configure_threads()
     t_start = time.perf_counter()
-    split = scan_dataset(spec.data, val_fraction=spec.val_fraction, seed=spec.split_seed, per_class=spec.per_class)
+    split = scan_dataset(
+        spec.data, val_fraction=spec.val_fraction, seed=spec.split_seed, per_class=spec.per_class
+    )
     backbone = get_backbone(spec.backbone)
     pre = Preprocessing.for_backbone(backbone)
     init_state = _init_source(store, spec) if spec.init_from else None
@@ -232,8 +254,14 @@ def _train(
             last_beat = now
             store.heartbeat(run_id, phase=message, batch=done, batches=total_steps)
 
-    train_imgs = decode_items(split.train, pre.resize_size, on_progress=lambda d, t, m: status(m, d, t))
-    val_imgs = decode_items(split.val, pre.resize_size, on_progress=lambda d, t, m: status("decoding validation images", d, t))
+    train_imgs = decode_items(
+        split.train, pre.resize_size, on_progress=lambda d, t, m: status(m, d, t)
+    )
+    val_imgs = decode_items(
+        split.val,
+        pre.resize_size,
+        on_progress=lambda d, t, m: status("decoding validation images", d, t),
+    )
     if not train_imgs.images or not val_imgs.images:
         raise LabError("no readable images left after skipping unreadable files")
     store.update(
@@ -245,7 +273,8 @@ def _train(
         num_val=len(val_imgs.images),
         trainable_params=trainable,
         total_params=total,
-        device=f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        device=f"{device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
     )
 
     cancel_checked = 0.0
@@ -267,8 +296,13 @@ def _train(
         if p.epoch_stats is not None or now - last_beat >= heartbeat_every:
             last_beat = now
             store.heartbeat(
-                run_id, phase="training", epoch=p.epoch - (p.epoch_stats is None), batch=p.batch,
-                batches=p.batches, running_loss=p.loss, running_acc=p.acc,
+                run_id,
+                phase="training",
+                epoch=p.epoch - (p.epoch_stats is None),
+                batch=p.batch,
+                batches=p.batches,
+                running_loss=p.loss,
+                running_acc=p.acc,
             )
         if on_progress is not None:
             on_progress(p)
@@ -340,8 +374,16 @@ def _train(
             "best_epoch": history.best_epoch,
         },
     )
-    val_loader = make_loader(TensorImageDataset(val_imgs, eval_transform(pre)), 64, shuffle=False, generator=None, device=device)
-    _, _, probs, labels = evaluate(model, val_loader, device=device, precision="fp32", return_outputs=True)
+    val_loader = make_loader(
+        TensorImageDataset(val_imgs, eval_transform(pre)),
+        64,
+        shuffle=False,
+        generator=None,
+        device=device,
+    )
+    _, _, probs, labels = evaluate(
+        model, val_loader, device=device, precision="fp32", return_outputs=True
+    )
     store.write_json(run_id, PREDICTIONS_FILE, _predictions(split, val_imgs.paths, probs, labels))
     summary = _history_summary(history)
     store.finish(
@@ -358,7 +400,9 @@ def _train(
     )
 
 
-def _predictions(split: DataSplit, paths: list[str], probs: torch.Tensor, labels: torch.Tensor) -> dict:
+def _predictions(
+    split: DataSplit, paths: list[str], probs: torch.Tensor, labels: torch.Tensor
+) -> dict:
     root = str(split.root)
     rows = []
     for path, p, y in zip(paths, probs.tolist(), labels.tolist(), strict=True):

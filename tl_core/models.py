@@ -310,7 +310,9 @@ def head_in_features(model: nn.Module, backbone: Backbone) -> int:
     return get_module(model, backbone.head).in_features
 
 
-def trainable_prefixes(backbone: Backbone, strategy: str, trainable_blocks: int = 1) -> tuple[str, ...]:
+def trainable_prefixes(
+    backbone: Backbone, strategy: str, trainable_blocks: int = 1
+) -> tuple[str, ...]:
     """Module paths whose parameters train under `strategy` (the head always does)."""
     check_strategy(strategy)
     if strategy in ("scratch", "full_finetune"):

@@ -336,7 +336,9 @@ class RunStore:
         with self._conn(write=True) as conn:
             conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
-    def claim_next(self, worker_pid: int | None = None, workspace: str | None = None) -> dict | None:
+    def claim_next(
+        self, worker_pid: int | None = None, workspace: str | None = None
+    ) -> dict | None:
         """Atomically mark the oldest queued run as running and return it."""
         now = time.time()
         with self._conn(write=True) as conn:
@@ -405,7 +407,9 @@ class RunStore:
 
     def cancel_requested(self, run_id: str) -> bool:
         with self._conn() as conn:
-            row = conn.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
         return bool(row and row["cancel_requested"])
 
     def fail_stale(self, max_age: float) -> list[str]:

@@ -63,15 +63,23 @@ class TrainConfig:
         if self.weight_decay < 0:
             problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
-            problems.append(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+            problems.append(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
         if self.schedule not in SCHEDULES:
-            problems.append(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+            problems.append(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
         if self.precision not in PRECISIONS:
-            problems.append(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+            problems.append(
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
         if self.device not in DEVICES:
             problems.append(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
         if not 0 < self.backbone_lr_mult <= 1:
-            problems.append(f"backbone lr multiplier must be in (0, 1], got {self.backbone_lr_mult}")
+            problems.append(
+                f"backbone lr multiplier must be in (0, 1], got {self.backbone_lr_mult}"
+            )
         if self.step_size < 1 or not 0 < self.gamma <= 1:
             problems.append("step schedule needs step_size >= 1 and 0 < gamma <= 1")
         if self.early_stopping < 0 or self.validate_every < 0:
@@ -163,8 +171,12 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise LabError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LabError(
+            "device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu"
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise LabError("device 'mps' was asked for but is not available; use --device auto or cpu")
     if name not in DEVICES:
         raise LabError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
@@ -172,7 +184,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [
+        getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     return any(check is not None and check() for check in checks)
 
 
@@ -219,7 +233,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig, head_names: set[str] |
     else:
         groups = [{"params": [p for _, p in params], "lr": config.lr}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -227,7 +243,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig, head_names: set[str] |
 
 def make_scheduler(optimizer, config: TrainConfig):
     if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.step_size, gamma=config.gamma
+        )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     return None
@@ -313,12 +331,21 @@ def evaluate(
         model.train()
     result = (total_loss / max(seen, 1), correct / max(seen, 1))
     if return_outputs:
-        return (*result, torch.cat(probs) if probs else torch.empty(0), torch.cat(labels) if labels else torch.empty(0))
+        return (
+            *result,
+            torch.cat(probs) if probs else torch.empty(0),
+            torch.cat(labels) if labels else torch.empty(0),
+        )
     return result
 
 
 def make_loader(
-    data: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None, device: torch.device
+    data: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> DataLoader:
     return DataLoader(
         data,
@@ -364,8 +391,12 @@ def fit(
     train_mode = set_train_mode or (lambda m: m.train())
     optimizer = make_optimizer(model, config, head_names)
     scheduler = make_scheduler(optimizer, config)
-    train_loader = make_loader(train_data, config.batch_size, shuffle=True, generator=generator, device=device)
-    val_loader = make_loader(val_data, max(config.batch_size, 64), shuffle=False, generator=None, device=device)
+    train_loader = make_loader(
+        train_data, config.batch_size, shuffle=True, generator=generator, device=device
+    )
+    val_loader = make_loader(
+        val_data, max(config.batch_size, 64), shuffle=False, generator=None, device=device
+    )
 
     history = History(device=str(device), precision=precision)
     started = time.perf_counter()
@@ -402,23 +433,35 @@ def fit(
         val_loss = val_acc = None
         if do_val:
             val_loss, val_acc = evaluate(
-                model, val_loader, device=device, precision=precision, channels_last=config.channels_last
+                model,
+                val_loader,
+                device=device,
+                precision=precision,
+                channels_last=config.channels_last,
             )
-        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0, lr)
+        stats = EpochStats(
+            epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - t0, lr
+        )
         history.epochs.append(stats)
         if val_acc is not None:
             if history.best_state is None or val_acc > history.best_val_acc:
                 history.best_val_acc, history.best_epoch = val_acc, epoch
-                history.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                history.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
                 since_best = 0
             else:
                 since_best += 1
         if on_progress is not None:
             n = len(train_loader)
-            on_progress(Progress(epoch, config.epochs, n, n, train_loss, train_acc, epoch_stats=stats))
+            on_progress(
+                Progress(epoch, config.epochs, n, n, train_loss, train_acc, epoch_stats=stats)
+            )
         if config.early_stopping and since_best >= config.early_stopping:
             break
     history.seconds = time.perf_counter() - started
     if history.best_state is None:
-        history.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        history.best_state = copy.deepcopy(
+            {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        )
     return history

@@ -78,7 +78,11 @@ def _normalise(pre: Preprocessing) -> list:
 
 def eval_transform(pre: Preprocessing) -> v2.Compose:
     return v2.Compose(
-        [v2.Resize(pre.resize_size, antialias=True), v2.CenterCrop(pre.input_size), *_normalise(pre)]
+        [
+            v2.Resize(pre.resize_size, antialias=True),
+            v2.CenterCrop(pre.input_size),
+            *_normalise(pre),
+        ]
     )
 
 

@@ -176,11 +176,15 @@ def scan_dataset(
     test = collect(root / "test") if has_splits else []
     all_files = sorted({*all_files, *(Path(i.path) for i in val + test)})
     if not all_files:
-        raise LabError(f"{root} holds no images (looked for {', '.join(sorted({'.jpg', '.png'}))}, ...)")
+        raise LabError(
+            f"{root} holds no images (looked for {', '.join(sorted({'.jpg', '.png'}))}, ...)"
+        )
     present = {it.label for it in train}
     empty = [c for c, i in index.items() if i not in present]
     if empty:
-        raise LabError(f"class folder(s) with no training images: {', '.join(empty)}; add images or remove them")
+        raise LabError(
+            f"class folder(s) with no training images: {', '.join(empty)}; add images or remove them"
+        )
     if len(classes) < 2:
         raise LabError(f"{root} has a single class ({classes[0]}); a classifier needs at least 2")
     if not val:
@@ -234,7 +238,12 @@ def decode_items(
         if cache_file.is_file():
             try:
                 data = torch.load(cache_file, weights_only=True)
-                return DecodedImages(data["images"], data["labels"], data["paths"], [tuple(s) for s in data["skipped"]])
+                return DecodedImages(
+                    data["images"],
+                    data["labels"],
+                    data["paths"],
+                    [tuple(s) for s in data["skipped"]],
+                )
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 cache_file.unlink(missing_ok=True)
     images, labels, kept, skipped = [], [], [], []
@@ -251,7 +260,12 @@ def decode_items(
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         try:
             torch.save(
-                {"images": images, "labels": labels, "paths": kept, "skipped": [list(s) for s in skipped]},
+                {
+                    "images": images,
+                    "labels": labels,
+                    "paths": kept,
+                    "skipped": [list(s) for s in skipped],
+                },
                 tmp,
             )
             os.replace(tmp, cache_file)
