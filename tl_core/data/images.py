@@ -159,7 +159,11 @@ def placeholder_reason(name: str, image: DecodedImage) -> str | None:
     """
     if _PLACEHOLDER_NAME.search(Path(name).stem):
         return f"placeholder image (file name {Path(name).name!r})"
-    small = image.rgb if max(image.size) <= 256 else image.rgb.resize((256, 256), Image.Resampling.NEAREST)
+    small = (
+        image.rgb
+        if max(image.size) <= 256
+        else image.rgb.resize((256, 256), Image.Resampling.NEAREST)
+    )
     colours = small.getcolors(maxcolors=256)
     if colours is None:
         return None

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tl_core.data.store import (
-    DatasetWriter,
     DataReport,
+    DatasetWriter,
     ProgressFn,
     check_dataset_name,
     sanitize_class_name,

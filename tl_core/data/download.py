@@ -1,0 +1,466 @@
+"""Downloading images from URL lists, safely.
+
+`SafeFetcher` is the only way the lab fetches a URL a user gave it (or a search result):
+
+- http and https only;
+- the host name is resolved once, every address it resolves to must be public (not
+  private, loopback, link-local, multicast, reserved or unspecified), and the connection
+  goes to that checked address (`PinnedAdapter`) while the Host header, TLS SNI and the
+  certificate check keep the name, so a second DNS answer cannot redirect it (rebinding);
+- redirects are followed by hand, each hop checked the same way;
+- bytes are counted while streaming and the download stops at the limit;
+- transient failures (timeouts, connection errors, 429 and 5xx) are retried with
+  exponential backoff; HTTP proxies from the environment are not used, since a proxy would
+  resolve the name itself.
+
+Loopback and private addresses are allowed only with `FetchPolicy(allow_private=True)` or
+`TL_LAB_ALLOW_PRIVATE_URLS=1`, meant for tests against a local server.
+
+`download_urls` downloads a list of (url, label) pairs into a data set with a thread pool;
+fetched bytes are cached under `cache_dir("downloads")`, so an interrupted run resumes
+without fetching again, and URLs already in the data set are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+
+from tl_core import __version__
+from tl_core.data.store import (
+    DataReport,
+    DatasetWriter,
+    ProgressFn,
+    check_dataset_name,
+    sanitize_class_names,
+)
+from tl_core.errors import LabError
+from tl_core.paths import cache_dir
+
+USER_AGENT = (
+    f"TransferLearningLab/{__version__} (image data set builder for teaching transfer "
+    f"learning; set TL_LAB_CONTACT to your e-mail or URL) python-requests/{requests.__version__}"
+)
+
+
+def user_agent() -> str:
+    """The descriptive User-Agent Wikimedia's policy asks for, with a contact if set."""
+    contact = os.environ.get("TL_LAB_CONTACT", "").strip()
+    return USER_AGENT.replace("set TL_LAB_CONTACT to your e-mail or URL", contact or "no contact")
+
+
+def allow_private_from_env() -> bool:
+    return os.environ.get("TL_LAB_ALLOW_PRIVATE_URLS") == "1"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allow_private: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 120.0  # for one file, however slowly it trickles in
+    max_bytes: int = 20 * 1024 * 1024
+    retries: int = 2
+    backoff: float = 0.5  # seconds, doubled after each retry
+    max_redirects: int = 5
+    workers: int = 8
+
+
+def default_policy(**overrides) -> FetchPolicy:
+    """The default policy, with loopback allowed when `TL_LAB_ALLOW_PRIVATE_URLS=1`."""
+    overrides.setdefault("allow_private", allow_private_from_env())
+    return FetchPolicy(**overrides)
+
+
+class FetchError(Exception):
+    """A URL that could not be fetched; the message is the reason for the report."""
+
+    def __init__(self, reason: str, *, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+def address_problem(ip: str, *, allow_private: bool) -> str | None:
+    """Why a connection to `ip` is refused, or None."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified:
+        return f"{addr} is an unspecified address"
+    if addr.is_multicast:
+        return f"{addr} is a multicast address"
+    if allow_private:
+        return None
+    for kind, flag in (
+        ("loopback", addr.is_loopback),
+        ("link-local", addr.is_link_local),
+        ("private", addr.is_private),
+        ("reserved", addr.is_reserved),
+    ):
+        if flag:
+            return f"{addr} is a {kind} address"
+    if not addr.is_global:
+        return f"{addr} is not a public address"
+    return None
+
+
+def resolve_checked(url: str, *, allow_private: bool) -> str:
+    """Check the URL's scheme and every address its host resolves to; return one to use."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(f"unsupported scheme {parts.scheme or '(none)'!r}: only http and https")
+    host = parts.hostname
+    if not host:
+        raise FetchError("no host in URL")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError("invalid port in URL") from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve host {host!r} ({exc})", retry=True) from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for ip in addresses:
+        problem = address_problem(ip, allow_private=allow_private)
+        if problem:
+            raise FetchError(f"refused: {host} resolves to {problem}")
+    if not addresses:
+        raise FetchError(f"cannot resolve host {host!r}")
+    return addresses[0]
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects to the address checked for this request, not to a fresh DNS answer.
+
+    The pin is per thread (`pinned(ip)`), so one adapter serves a pool of workers. For
+    https the pool keeps the host name for SNI and certificate verification.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        self._local = threading.local()
+        super().__init__(**kwargs)
+
+    def send(self, request, **kwargs):
+        ip = getattr(self._local, "ip", None)
+        if ip is None:
+            raise FetchError("internal error: request sent without a checked address")
+        parts = urlsplit(request.url)
+        request.headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        return super().send(request, **kwargs)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        hostname = host_params["host"]
+        host_params["host"] = self._local.ip
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = hostname
+            pool_kwargs["assert_hostname"] = hostname
+        return host_params, pool_kwargs
+
+
+@dataclass
+class Fetched:
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    data: bytes
+    content_type: str
+
+
+class SafeFetcher:
+    """Fetches URLs under a `FetchPolicy`; safe to share between threads."""
+
+    def __init__(self, policy: FetchPolicy | None = None) -> None:
+        self.policy = policy or default_policy()
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies: they would resolve names themselves
+        self.session.headers["User-Agent"] = user_agent()
+        self.adapter = PinnedAdapter(
+            pool_connections=self.policy.workers, pool_maxsize=self.policy.workers
+        )
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
+
+    def get(self, url: str, *, params: dict | None = None) -> Fetched:
+        """Fetch a URL with retries; raises `FetchError` with the reason."""
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(url, params)
+            except FetchError as exc:
+                if not exc.retry or attempt >= self.policy.retries:
+                    raise
+                time.sleep(self.policy.backoff * 2**attempt)
+                attempt += 1
+
+    def get_json(self, url: str, *, params: dict | None = None) -> object:
+        fetched = self.get(url, params=params)
+        try:
+            import json
+
+            return json.loads(fetched.data)
+        except ValueError as exc:
+            raise FetchError(f"not JSON ({exc})") from None
+
+    def _get_once(self, url: str, params: dict | None) -> Fetched:
+        p = self.policy
+        current = requests.Request("GET", url, params=params).prepare().url
+        deadline = time.monotonic() + p.total_timeout
+        for _hop in range(p.max_redirects + 1):
+            ip = resolve_checked(current, allow_private=p.allow_private)
+            prepared = self.session.prepare_request(requests.Request("GET", current))
+            self.adapter._local.ip = ip
+            try:
+                resp = self.session.send(
+                    prepared,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(p.connect_timeout, p.read_timeout),
+                )
+            except requests.Timeout:
+                raise FetchError(f"timed out (limit {p.read_timeout:g}s)", retry=True) from None
+            except requests.ConnectionError as exc:
+                raise FetchError(f"connection failed ({_short(exc)})", retry=True) from None
+            except requests.RequestException as exc:
+                raise FetchError(f"request failed ({_short(exc)})") from None
+            finally:
+                self.adapter._local.ip = None
+            with resp:
+                if resp.is_redirect:
+                    location = resp.headers.get("Location", "")
+                    nxt = urljoin(current, location)
+                    try:
+                        resolve_checked(nxt, allow_private=p.allow_private)
+                    except FetchError as exc:
+                        raise FetchError(f"redirect to {nxt} {exc}") from None
+                    current = nxt
+                    continue
+                if resp.status_code >= 400:
+                    retry = resp.status_code == 429 or resp.status_code >= 500
+                    raise FetchError(
+                        f"HTTP {resp.status_code} {resp.reason or ''}".strip(), retry=retry
+                    )
+                data = self._read_limited(resp, deadline)
+                return Fetched(url, current, data, resp.headers.get("Content-Type", ""))
+        raise FetchError(f"more than {p.max_redirects} redirects")
+
+    def _read_limited(self, resp: requests.Response, deadline: float) -> bytes:
+        limit = self.policy.max_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise FetchError(f"too large: {int(declared):,} bytes (limit {limit:,})")
+        buf = bytearray()
+        try:
+            for chunk in resp.iter_content(64 * 1024):
+                buf += chunk
+                if len(buf) > limit:
+                    raise FetchError(f"too large: more than {limit:,} bytes (limit)")
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f"too slow: not finished within {self.policy.total_timeout:g}s",
+                        retry=True,
+                    )
+        except requests.RequestException as exc:
+            raise FetchError(f"download interrupted ({_short(exc)})", retry=True) from None
+        return bytes(buf)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if "timed out" in text.lower():
+        return "timed out"
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+# ---------------------------------------------------------------------------------------
+# URL lists
+
+
+@dataclass(frozen=True)
+class UrlItem:
+    url: str
+    label: str
+    origin: dict | None = None  # extra origin fields (search hits: licence, author, ...)
+
+
+def _urls_from_text(path: Path, label: str) -> list[UrlItem]:
+    items = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            items.append(UrlItem(line.split()[0], label))
+    return items
+
+
+def _urls_from_csv(path: Path) -> list[UrlItem]:
+    rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    rows = [r for r in rows if r and any(c.strip() for c in r) and not r[0].startswith("#")]
+    if not rows:
+        return []
+    header = [c.strip().lower() for c in rows[0]]
+    url_col, label_col = 0, 1
+    if "url" in header:
+        url_col = header.index("url")
+        label_col = next((header.index(k) for k in ("label", "class") if k in header), -1)
+        if label_col < 0:
+            raise LabError(f"{path}: the header has 'url' but no 'label' column")
+        rows = rows[1:]
+    items = []
+    for n, row in enumerate(rows, 2 if "url" in header else 1):
+        if len(row) <= max(url_col, label_col):
+            raise LabError(f"{path} line {n}: expected 'url,label', got {','.join(row)!r}")
+        items.append(UrlItem(row[url_col].strip(), row[label_col].strip()))
+    return items
+
+
+def read_url_list(path: str | Path, *, label: str | None = None) -> list[UrlItem]:
+    """Read URLs with their classes from a CSV (`url,label`, header optional), a text file
+    of URLs for one class (the class is `label` or the file name), or a folder of such
+    files (one `.txt` per class, as the ImageNet-era scripts had)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        items = []
+        for file in sorted(path.iterdir()):
+            if file.suffix.lower() == ".csv":
+                items += _urls_from_csv(file)
+            elif file.suffix.lower() == ".txt" and not file.name.startswith("."):
+                items += _urls_from_text(file, file.stem)
+    elif path.is_file():
+        if path.suffix.lower() == ".csv":
+            items = _urls_from_csv(path)
+        else:
+            items = _urls_from_text(path, label or path.stem)
+    else:
+        raise LabError(f"no such file or folder: {path}")
+    if not items:
+        raise LabError(
+            f"no URLs in {path}: give a CSV with 'url,label' rows, or a .txt file with one "
+            "image URL per line (named after its class)"
+        )
+    return items
+
+
+def _cache_file(url: str) -> Path:
+    return cache_dir("downloads") / hashlib.sha256(url.encode()).hexdigest()
+
+
+def _fetch_cached(fetcher: SafeFetcher, url: str) -> tuple[bytes, str]:
+    """(bytes, final URL), from the download cache when this URL was fetched before."""
+    file = _cache_file(url)
+    if file.is_file():
+        return file.read_bytes(), url
+    fetched = fetcher.get(url)
+    tmp = file.with_name(f".{file.name}.{threading.get_ident()}.part")
+    tmp.write_bytes(fetched.data)
+    os.replace(tmp, file)
+    return fetched.data, fetched.final_url
+
+
+def fetch_into(
+    writer: DatasetWriter,
+    items: list[UrlItem],
+    labels: dict[str, str],
+    fetcher: SafeFetcher,
+    *,
+    progress: bool = False,
+    on_progress: ProgressFn | None = None,
+    desc: str = "download",
+) -> int:
+    """Download items in parallel and add each to the writer; return how many were added.
+
+    Fetching runs in `fetcher.policy.workers` threads; decoding and writing stay in this
+    thread. Every item ends as an added image or a skipped entry with its reason.
+    """
+    added = 0
+    bar = tqdm(total=len(items), desc=desc, unit="url", file=sys.stderr, disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, fetcher.policy.workers)) as pool:
+        futures = {pool.submit(_fetch_cached, fetcher, item.url): item for item in items}
+        for done, future in enumerate(as_completed(futures), 1):
+            item = futures[future]
+            try:
+                data, final_url = future.result()
+            except FetchError as exc:
+                writer.report.skip(item.url, str(exc))
+            except OSError as exc:
+                writer.report.skip(item.url, f"cannot write to the download cache ({exc})")
+            else:
+                origin = {"kind": "url", "url": item.url, **(item.origin or {})}
+                if final_url != item.url:
+                    origin["final_url"] = final_url
+                name = PurePosixPath(urlsplit(item.url).path).name or "image"
+                record = writer.add(
+                    data, label=labels[item.label], filename=name, origin=origin, item=item.url
+                )
+                if record is None:
+                    _cache_file(item.url).unlink(missing_ok=True)
+                else:
+                    added += 1
+            bar.update(1)
+            if on_progress:
+                on_progress(done, len(items), item.url)
+    bar.close()
+    return added
+
+
+def download_urls(
+    name: str,
+    items: Iterable[UrlItem],
+    *,
+    policy: FetchPolicy | None = None,
+    replace: bool = False,
+    progress: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> DataReport:
+    """Download (url, label) items into data set NAME (created or extended).
+
+    URLs already in the data set and URLs listed twice are skipped with that reason.
+    """
+    check_dataset_name(name)
+    items = list(items)
+    fetcher = SafeFetcher(policy or default_policy())
+    with DatasetWriter(name, replace=replace) as writer:
+        todo: list[UrlItem] = []
+        seen = {r.origin.get("url") for r in writer.records}
+        good_labels = []
+        for item in items:
+            try:
+                sanitize_class_names([item.label])
+            except LabError as exc:
+                writer.report.skip(item.url, str(exc))
+                continue
+            if item.url in seen:
+                writer.report.skip(
+                    item.url, "already in the data set (listed twice or fetched before)"
+                )
+                continue
+            seen.add(item.url)
+            todo.append(item)
+            good_labels.append(item.label)
+        labels, warnings = sanitize_class_names(good_labels)
+        writer.report.warnings.extend(warnings)
+        fetch_into(writer, todo, labels, fetcher, progress=progress, on_progress=on_progress)
+    return writer.report
+
+
+def download_url_list(
+    path: str | Path, name: str, *, label: str | None = None, **kwargs
+) -> DataReport:
+    """`read_url_list` then `download_urls`: the CLI's `data urls FILE --name NAME`."""
+    return download_urls(name, read_url_list(path, label=label), **kwargs)
