@@ -142,6 +142,20 @@ def dhash(img: Image.Image, *, size: int = 8) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
+def colour_signature(img: Image.Image) -> str:
+    """The picture averaged down to 4x4 RGB, as hex: `dhash` sees structure only, so two
+    plain pictures with similar gradients need this to tell their colours apart."""
+    small = img.convert("RGB").resize((4, 4), Image.Resampling.BOX)
+    return small.tobytes().hex()
+
+
+def colour_distance(a: str, b: str) -> float:
+    """Mean absolute difference (0-255) between two `colour_signature`s."""
+    x = np.frombuffer(bytes.fromhex(a), dtype=np.uint8).astype(np.int16)
+    y = np.frombuffer(bytes.fromhex(b), dtype=np.uint8).astype(np.int16)
+    return float(np.abs(x - y).mean())
+
+
 # File names that image hosts give the picture they serve in place of a deleted photo.
 _PLACEHOLDER_NAME = re.compile(
     r"(image|img|photo|picture|file)?[ _-]?(not[ _-]?found|unavailable|missing|removed|deleted)"

@@ -37,6 +37,7 @@ from tl_core.data.images import (
     MAX_IMAGE_PIXELS,
     DecodedImage,
     ImageDecodeError,
+    colour_signature,
     decode_bytes,
     dhash,
     is_image_name,
@@ -82,13 +83,14 @@ def dataset_path(name: str) -> Path:
 def sanitize_class_name(raw: str) -> str:
     """Turn a folder name, CSV label or search term into a safe class folder name.
 
-    NFC-normalised, no path separators or control characters, no leading dots (so no `..`
-    and no hidden folders), whitespace collapsed, at most `MAX_CLASS_NAME` characters.
+    NFC-normalised, no path separators or control characters, no leading dots or
+    underscores (so no `..`, no hidden or skipped folders), whitespace collapsed, at most `MAX_CLASS_NAME` characters.
     Raises `LabError` when nothing usable is left.
     """
     name = unicodedata.normalize("NFC", str(raw))
     name = _UNSAFE_CHARS.sub("_", name)
-    name = " ".join(name.split()).lstrip(".").strip()
+    # No leading dot (hidden, `..`) or underscore (class readers skip such folders).
+    name = " ".join(name.split()).lstrip("._ ").strip()
     name = name[:MAX_CLASS_NAME].rstrip(" .")
     if not name or set(name) <= {"_", "."}:
         raise LabError(f"class name {raw!r} has no usable characters; use letters or digits")
@@ -175,6 +177,7 @@ class ImageRecord:
     format: str
     dhash: str
     origin: dict
+    colour: str = ""  # `colour_signature`, with `dhash` for near-duplicates
     stored: str = "original"  # or "re-encoded"
     source_sha256: str | None = None  # the bytes as received, when re-encoded
 
@@ -231,6 +234,7 @@ def _record_for_file(root: Path, file: Path) -> ImageRecord | None:
         format=image.format,
         dhash=f"{dhash(image.rgb):016x}",
         origin={"kind": "file", "source": str(file)},
+        colour=colour_signature(image.rgb),
     )
 
 
@@ -560,6 +564,7 @@ class DatasetWriter:
             format=fmt,
             dhash=f"{dhash(rgb):016x}",
             origin=origin,
+            colour=colour_signature(rgb),
             stored=how,
             source_sha256=source_sha,
         )
