@@ -71,6 +71,8 @@ def allow_private_from_env() -> bool:
 @dataclass(frozen=True)
 class FetchPolicy:
     allow_private: bool = False
+    # Non-public addresses allowed anyway (tests: the local server's 127.0.0.1 only).
+    allowed_addresses: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
     total_timeout: float = 120.0  # for one file, however slowly it trickles in
@@ -95,9 +97,11 @@ class FetchError(Exception):
         self.retry = retry
 
 
-def address_problem(ip: str, *, allow_private: bool) -> str | None:
+def address_problem(ip: str, *, allow_private: bool, allowed: tuple[str, ...] = ()) -> str | None:
     """Why a connection to `ip` is refused, or None."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if str(addr) in allowed:
+        return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     if addr.is_unspecified:
@@ -119,7 +123,7 @@ def address_problem(ip: str, *, allow_private: bool) -> str | None:
     return None
 
 
-def resolve_checked(url: str, *, allow_private: bool) -> str:
+def resolve_checked(url: str, *, allow_private: bool, allowed: tuple[str, ...] = ()) -> str:
     """Check the URL's scheme and every address its host resolves to; return one to use."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -137,7 +141,7 @@ def resolve_checked(url: str, *, allow_private: bool) -> str:
         raise FetchError(f"cannot resolve host {host!r} ({exc})", retry=True) from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for ip in addresses:
-        problem = address_problem(ip, allow_private=allow_private)
+        problem = address_problem(ip, allow_private=allow_private, allowed=allowed)
         if problem:
             raise FetchError(f"refused: {host} resolves to {problem}")
     if not addresses:
@@ -224,7 +228,9 @@ class SafeFetcher:
         current = requests.Request("GET", url, params=params).prepare().url
         deadline = time.monotonic() + p.total_timeout
         for _hop in range(p.max_redirects + 1):
-            ip = resolve_checked(current, allow_private=p.allow_private)
+            ip = resolve_checked(
+                current, allow_private=p.allow_private, allowed=p.allowed_addresses
+            )
             prepared = self.session.prepare_request(requests.Request("GET", current))
             self.adapter._local.ip = ip
             try:
@@ -247,7 +253,9 @@ class SafeFetcher:
                     location = resp.headers.get("Location", "")
                     nxt = urljoin(current, location)
                     try:
-                        resolve_checked(nxt, allow_private=p.allow_private)
+                        resolve_checked(
+                            nxt, allow_private=p.allow_private, allowed=p.allowed_addresses
+                        )
                     except FetchError as exc:
                         raise FetchError(f"redirect to {nxt} {exc}") from None
                     current = nxt

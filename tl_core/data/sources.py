@@ -68,9 +68,10 @@ def plan_layout(paths: Iterable[PurePosixPath], report: DataReport) -> list[_Ent
     """
     paths = sorted(p for p in paths if not _ignored(p))
     strip = 0
-    while paths and all(len(p.parts) > strip + 2 for p in paths):
+    while paths and all(len(p.parts) > strip + 1 for p in paths):
         heads = {p.parts[strip] for p in paths}
-        if len(heads) != 1 or next(iter(heads)).lower() in SPLIT_ALIASES:
+        has_subfolders = any(len(p.parts) > strip + 2 for p in paths)
+        if len(heads) != 1 or not has_subfolders or next(iter(heads)).lower() in SPLIT_ALIASES:
             break
         strip += 1
     rels = [(p, PurePosixPath(*p.parts[strip:])) for p in paths]
