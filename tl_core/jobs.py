@@ -39,6 +39,7 @@ from tl_core.train import (
     make_loader,
     resolve_device,
     resolve_precision,
+    seed_everything,
 )
 from tl_core.transforms import Preprocessing, check_augment, eval_transform, train_transform
 
@@ -229,6 +230,7 @@ def _train(
     backbone = get_backbone(spec.backbone)
     pre = Preprocessing.for_backbone(backbone)
     init_state = _init_source(store, spec) if spec.init_from else None
+    seed_everything(spec.train.seed)  # the new head's (or a scratch model's) initial weights
     built = build_model(
         spec.backbone,
         len(split.classes),

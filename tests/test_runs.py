@@ -1,0 +1,140 @@
+"""The run store: round trips, idempotent requests, cancellation, and surviving a killed writer."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tl_core.errors import LabError
+from tl_core.runs import SCHEMA_VERSION, NewRun, RunStore, atomic_write_bytes
+
+
+def _new(strategy: str = "scratch", **kw) -> NewRun:
+    return NewRun(
+        data_path="/data/set", backbone="small_cnn", strategy=strategy,
+        config={"train": {"epochs": 3}}, **kw,
+    )  # fmt: skip
+
+
+def test_round_trip_of_runs_and_epochs(lab_home) -> None:
+    store = RunStore()
+    ids = store.create_group([_new("scratch", seed=1), _new("full_finetune", name="b")])
+    assert len(ids) == 2
+    first = store.get(ids[0])
+    assert first["status"] == "queued" and first["seed"] == 1 and first["epochs_total"] == 3
+    assert first["config"] == {"train": {"epochs": 3}}
+    assert store.get(ids[1])["group_id"] == first["group_id"]
+    assert set(first["versions"]) >= {"torch", "torchvision", "python", "tl_core"}
+    store.mark_running(ids[0])
+    store.add_epoch(
+        ids[0],
+        dict(
+            epoch=1, train_loss=0.9, train_acc=0.5, val_loss=0.8, val_acc=0.6, seconds=1.5, lr=0.001
+        ),
+    )
+    store.add_epoch(
+        ids[0],
+        dict(
+            epoch=2, train_loss=0.5, train_acc=0.8, val_loss=0.4, val_acc=0.9, seconds=1.4, lr=0.001
+        ),
+    )
+    store.finish(ids[0], "done", best_val_acc=0.9, final_val_acc=0.9, classes=["a", "b"])
+    again = RunStore()  # a second handle, as another process would open
+    record = again.get(ids[0])
+    assert record["status"] == "done" and record["epoch"] == 2 and record["classes"] == ["a", "b"]
+    assert [e["val_acc"] for e in again.epochs(ids[0])] == [0.6, 0.9]
+    assert [r["id"] for r in again.list()] == [ids[1], ids[0]]  # newest first
+    assert again.list(status="queued")[0]["id"] == ids[1]
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_one_request_id_never_creates_two_sets_of_runs() -> None:
+    store = RunStore()
+    first = store.create_group([_new(), _new("full_finetune")], request_id="click-1")
+    second = store.create_group([_new(), _new("full_finetune")], request_id="click-1")
+    assert first == second
+    assert len(store.list()) == 2
+
+
+def test_claim_takes_runs_in_order_and_cancel_works() -> None:
+    store = RunStore()
+    a, b, c = store.create_group([_new(), _new(), _new()])
+    assert store.request_cancel(b) == "cancelled"  # queued: cancelled at once
+    assert store.claim_next()["id"] == a
+    assert store.get(a)["status"] == "running"
+    assert store.request_cancel(a) == "running"  # running: asked to stop
+    assert store.cancel_requested(a)
+    assert store.claim_next()["id"] == c
+    assert store.claim_next() is None
+    assert [r["id"] for r in store.queue()] == [a, c]
+
+
+def test_stale_running_runs_are_failed_with_a_reason() -> None:
+    store = RunStore()
+    (run_id,) = store.create_group([_new()])
+    store.claim_next()
+    store.update(run_id, heartbeat=time.time() - 600)
+    assert store.fail_stale(max_age=60) == [run_id]
+    record = store.get(run_id)
+    assert record["status"] == "failed" and "heartbeat" in record["error"]
+
+
+def test_unknown_run_is_a_clear_error() -> None:
+    with pytest.raises(LabError, match="no run with id 'nope'"):
+        RunStore().get("nope")
+
+
+def test_a_writer_killed_mid_way_leaves_the_store_readable(lab_home) -> None:
+    store = RunStore()
+    (run_id,) = store.create_group([_new()])
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from tl_core.runs import RunStore
+        store = RunStore({str(lab_home)!r})
+        store.mark_running({run_id!r})
+        print("ready", flush=True)
+        epoch = 0
+        while True:
+            epoch += 1
+            store.add_epoch({run_id!r}, dict(epoch=epoch, train_loss=1.0, train_acc=0.5, val_loss=1.0,
+                            val_acc=0.5, seconds=0.1, lr=0.1))
+            store.heartbeat({run_id!r}, batch=epoch, batches=10)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    after = RunStore()
+    record = after.get(run_id)
+    assert record["status"] == "running"  # as the killed writer left it, readable
+    epochs = after.epochs(run_id)
+    assert len(epochs) >= 1 and record["epoch"] >= len(epochs) - 1
+    with sqlite3.connect(after.db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    after.update(run_id, heartbeat=time.time() - 3600)
+    assert after.fail_stale(60) == [run_id]
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "weights.pt"
+    atomic_write_bytes(target, b"old weights")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tl_core.runs.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new weights")
+    assert target.read_bytes() == b"old weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.pt"]  # no temporary file left

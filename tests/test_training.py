@@ -1,0 +1,167 @@
+"""The training loop, the cached-feature fast path and runs started from other runs."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_stripes_dataset
+
+from tl_core import features as feats
+from tl_core.data.folder import TensorImageDataset, decode_items, scan_dataset
+from tl_core.evaluate import load_trained, predict_files, validation_predictions
+from tl_core.jobs import RunSpec, execute_run, queue_runs
+from tl_core.models import build_model, get_backbone, get_module
+from tl_core.runs import RunStore
+from tl_core.train import TrainConfig, fit, resolve_device
+from tl_core.transforms import Preprocessing, eval_transform, train_transform
+
+
+def _run(spec: RunSpec) -> dict:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [spec])
+    return execute_run(store, run_id)
+
+
+def test_fit_learns_a_tiny_generated_data_set(tmp_path) -> None:
+    data = make_stripes_dataset(tmp_path / "stripes24", per_class=24)
+    record = _run(
+        RunSpec(
+            data=str(data),
+            backbone="small_cnn",
+            strategy="scratch",
+            train=TrainConfig(epochs=8, batch_size=8, lr=0.02, precision="fp32"),
+        )
+    )
+    assert record["status"] == "done"
+    assert record["best_val_acc"] >= 0.8  # chance is 0.5
+    epochs = RunStore().epochs(record["id"])
+    assert len(epochs) == 8
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert record["trainable_params"] == record["total_params"] > 0
+
+
+def test_training_is_reproducible_with_a_seed(stripes) -> None:
+    spec = RunSpec(
+        data=str(stripes),
+        backbone="small_cnn",
+        strategy="scratch",
+        train=TrainConfig(epochs=2, batch_size=8, lr=0.05, precision="fp32", seed=3),
+    )
+    first = _run(spec)
+    second = _run(spec)
+    losses = [[e["train_loss"] for e in RunStore().epochs(r["id"])] for r in (first, second)]
+    assert losses[0] == losses[1]
+
+
+def test_cached_features_head_predicts_the_same_as_the_full_model(stripes) -> None:
+    backbone = get_backbone("efficientnet_lite0")
+    pre = Preprocessing.for_backbone(backbone)
+    split = scan_dataset(stripes)
+    model = build_model("efficientnet_lite0", 2, "feature_extractor").model
+    train = decode_items(split.train, pre.resize_size)
+    val = decode_items(split.val, pre.resize_size)
+    device = resolve_device("cpu")
+    fset = feats.compute_features(
+        model,
+        backbone,
+        train,
+        val,
+        train_transform=train_transform(pre, augment="crop_flip"),
+        eval_transform=eval_transform(pre),
+        views=2,
+        device=device,
+        precision="fp32",
+        seed=0,
+    )
+    assert fset.train.shape[:2] == (2, len(train.images))
+    assert not torch.equal(fset.train[0], fset.train[1])  # two different augmented views
+    head = get_module(model, backbone.head)
+    fit(
+        head,
+        feats.FeatureViews(fset.train, fset.train_labels),
+        feats.Features(fset.val, fset.val_labels),
+        TrainConfig(epochs=3, lr=0.01, precision="fp32", channels_last=False),
+    )
+    model.eval()
+    x = torch.stack([eval_transform(pre)(img) for img in val.images])
+    with torch.inference_mode():
+        full = model(x.contiguous(memory_format=torch.channels_last))
+        cached = head(fset.val)
+    torch.testing.assert_close(full, cached, atol=1e-4, rtol=1e-4)
+    assert torch.equal(full.argmax(1), cached.argmax(1))
+
+
+def test_feature_extractor_run_saves_a_model_that_reproduces_its_predictions(stripes) -> None:
+    record = _run(
+        RunSpec(
+            data=str(stripes),
+            backbone="efficientnet_lite0",
+            strategy="feature_extractor",
+            train=TrainConfig(epochs=3, precision="fp32"),
+            feature_views=2,
+        )
+    )
+    assert record["status"] == "done"
+    assert record["trainable_params"] == 1280 * 2 + 2
+    store = RunStore()
+    preds = validation_predictions(store, record["id"])
+    trained = load_trained(store, record["id"])
+    again = predict_files(trained, [it["path"] for it in preds["items"]], top_k=1)
+    assert [r["top"][0]["index"] for r in again] == [it["pred"] for it in preds["items"]]
+    for r, it in zip(again, preds["items"], strict=True):
+        assert abs(r["top"][0]["prob"] - it["confidence"]) < 1e-3
+    # The feature cache is reused by an identical second run.
+    cached = list((store.home / "cache" / "features").glob("*.pt"))
+    assert len(cached) == 1
+
+
+def test_init_from_starts_from_the_source_runs_weights(stripes, stripes3) -> None:
+    source = _run(
+        RunSpec(
+            data=str(stripes),
+            backbone="small_cnn",
+            strategy="scratch",
+            train=TrainConfig(epochs=2, batch_size=8, lr=0.05, precision="fp32"),
+        )
+    )
+    store = RunStore()
+    source_state = torch.load(store.run_dir(source["id"]) / "weights.pt", weights_only=True)
+    target = _run(
+        RunSpec(
+            data=str(stripes3),
+            backbone="small_cnn",
+            strategy="partial_finetune",
+            trainable_blocks=1,
+            init_from=source["id"],
+            train=TrainConfig(epochs=2, batch_size=8, lr=0.05, precision="fp32"),
+        )
+    )
+    assert target["status"] == "done" and target["num_classes"] == 3
+    target_state = torch.load(store.run_dir(target["id"]) / "weights.pt", weights_only=True)
+    # Frozen layers are exactly the source's; the trained layer moved; the head is new.
+    assert torch.equal(target_state["block1.0.weight"], source_state["block1.0.weight"])
+    assert torch.equal(target_state["fc1.1.weight"], source_state["fc1.1.weight"])
+    assert not torch.equal(target_state["fc2.1.weight"], source_state["fc2.1.weight"])
+    assert target_state["classifier.weight"].shape[0] == 3
+
+
+def test_per_class_caps_training_images_with_nested_subsets(stripes) -> None:
+    small = scan_dataset(stripes, per_class=3)
+    larger = scan_dataset(stripes, per_class=6)
+    assert small.counts() == {"horizontal": 3, "vertical": 3}
+    assert {i.path for i in small.train} <= {i.path for i in larger.train}
+    assert small.val == larger.val  # the validation set does not shrink
+
+
+def test_unreadable_files_are_skipped_and_counted(stripes) -> None:
+    (stripes / "vertical" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (stripes / "horizontal" / "empty.png").write_bytes(b"")
+    split = scan_dataset(stripes, val_fraction=0.25)
+    decoded_train = decode_items(split.train, 32, use_cache=False)
+    decoded_val = decode_items(split.val, 32, use_cache=False)
+    skipped = decoded_train.skipped + decoded_val.skipped
+    assert sorted(p.rsplit("/", 1)[-1] for p, _ in skipped) == ["broken.jpg", "empty.png"]
+    assert len(decoded_train.images) + len(decoded_val.images) == 32
+    ds = TensorImageDataset(
+        decoded_train, eval_transform(Preprocessing(32, 32, (0.5,) * 3, (0.5,) * 3))
+    )
+    assert ds[0][0].shape == (3, 32, 32)
