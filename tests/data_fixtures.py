@@ -1,7 +1,8 @@
 """Fixtures and file makers for the data tests: generated images (good and hostile), zips,
 and a local HTTP server that serves images, errors, slow answers and redirects.
 
-Import what a test module needs: `from tests.data_fixtures import http_server, jpeg_bytes`.
+Import what a test module needs; for the server, import `http_server_fixture` (the fixture
+is named `http_server`).
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def json_route(payload: object) -> Route:
     return lambda h: send(h, 200, json.dumps(payload).encode(), "application/json")
 
 
-@pytest.fixture
-def http_server():
+@pytest.fixture(name="http_server")
+def http_server_fixture():
     """A threaded HTTP server on 127.0.0.1; tests fill `server.routes[path] = route`."""
     state = LocalServer(port=0)
 
@@ -206,7 +207,7 @@ def http_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state
     server.shutdown()

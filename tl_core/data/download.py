@@ -113,8 +113,8 @@ def address_problem(ip: str, *, allow_private: bool, allowed: tuple[str, ...] = 
     for kind, flag in (
         ("loopback", addr.is_loopback),
         ("link-local", addr.is_link_local),
-        ("private", addr.is_private),
         ("reserved", addr.is_reserved),
+        ("private", addr.is_private),
     ):
         if flag:
             return f"{addr} is a {kind} address"
