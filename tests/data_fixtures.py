@@ -7,6 +7,7 @@ is named `http_server`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -132,7 +133,8 @@ def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str, 
     for k, v in headers.items():
         handler.send_header(k.replace("_", "-"), v)
     handler.end_headers()
-    handler.wfile.write(body)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        handler.wfile.write(body)  # the client may have given up (a timeout test)
 
 
 def image_route(data: bytes, ctype: str = "image/jpeg") -> Route:

@@ -138,7 +138,7 @@ def resolve_checked(url: str, *, allow_private: bool, allowed: tuple[str, ...] =
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise FetchError(f"cannot resolve host {host!r} ({exc})", retry=True) from None
+        raise FetchError(f"cannot resolve host {host!r} ({exc})") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for ip in addresses:
         problem = address_problem(ip, allow_private=allow_private, allowed=allowed)

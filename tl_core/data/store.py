@@ -248,7 +248,8 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
     scanning the folder (files that do not decode are left out)."""
     root = Path(name_or_path) if isinstance(name_or_path, Path) else dataset_path(name_or_path)
     if not root.is_dir():
-        raise LabError(f"no data set {root.name!r} at {root}; `data list` shows the sets there are")
+        where = f" at {root}" if isinstance(name_or_path, Path) else ""
+        raise LabError(f"no data set {root.name!r}{where}; `data list` shows the sets there are")
     file = root / MANIFEST
     if file.is_file():
         d = json.loads(file.read_text(encoding="utf-8"))
