@@ -107,7 +107,9 @@ def test_a_host_with_any_private_address_is_refused(monkeypatch) -> None:
         ]
 
     monkeypatch.setattr(download.socket, "getaddrinfo", fake)
-    with pytest.raises(FetchError, match="mixed.example resolves to 10.0.0.7 is a private"):
+    with pytest.raises(
+        FetchError, match="mixed.example resolves to 10.0.0.7; 10.0.0.7 is a private"
+    ):
         SafeFetcher().get("http://mixed.example/a.jpg")
 
 
@@ -227,6 +229,11 @@ def test_downloads_resume_without_fetching_again(http_server) -> None:
     report = download_urls("other", more, policy=LOCAL)
     assert report.added == 3
     assert http_server.count("/a/1.jpg") == 1 and http_server.count("/a/2.jpg") == 1
+
+    # The cache never lets a stricter policy see what a looser one fetched.
+    strict = download_urls("strict", more, policy=FetchPolicy())
+    assert strict.added == 0
+    assert all("loopback" in s.reason for s in strict.skipped)
 
 
 def test_url_list_formats(tmp_path: Path) -> None:

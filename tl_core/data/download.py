@@ -143,7 +143,8 @@ def resolve_checked(url: str, *, allow_private: bool, allowed: tuple[str, ...] =
     for ip in addresses:
         problem = address_problem(ip, allow_private=allow_private, allowed=allowed)
         if problem:
-            raise FetchError(f"refused: {host} resolves to {problem}")
+            via = "" if host.strip("[]") == ip else f"{host} resolves to {ip}; "
+            raise FetchError(f"refused: {via}{problem}")
     if not addresses:
         raise FetchError(f"cannot resolve host {host!r}")
     return addresses[0]
@@ -370,7 +371,13 @@ def _cache_file(url: str) -> Path:
 
 
 def _fetch_cached(fetcher: SafeFetcher, url: str) -> tuple[bytes, str]:
-    """(bytes, final URL), from the download cache when this URL was fetched before."""
+    """(bytes, final URL), from the download cache when this URL was fetched before.
+
+    The URL is checked under this fetcher's policy first: bytes cached by a run that was
+    allowed more (a test's loopback server) are not handed to one that is allowed less.
+    """
+    p = fetcher.policy
+    resolve_checked(url, allow_private=p.allow_private, allowed=p.allowed_addresses)
     file = _cache_file(url)
     if file.is_file():
         return file.read_bytes(), url
