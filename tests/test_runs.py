@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +140,25 @@ def test_atomic_write_replaces_whole_files_only(tmp_path, monkeypatch) -> None:
         atomic_write_bytes(target, b"new weights")
     assert target.read_bytes() == b"old weights"
     assert [p.name for p in tmp_path.iterdir()] == ["weights.pt"]  # no temporary file left
+
+
+def test_a_corrupted_store_gives_a_clear_message_and_is_only_replaced_on_request(lab_home, capsys):
+    from tl_core.cli import main
+
+    store = RunStore()
+    (run_id,) = store.create_group([_new()])
+    garbage = b"this is not an SQLite database, it was overwritten by accident " * 100
+    store.db_path.write_bytes(garbage)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store.db_path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(LabError, match="damaged or unreadable.*store reset"):
+        RunStore().list()
+    assert main(["runs"]) == 2
+    assert "store reset" in capsys.readouterr().err
+    assert store.db_path.read_bytes() == garbage  # nothing touched without asking
+    assert main(["store", "check"]) == 1
+    assert main(["store", "reset", "--json"]) == 0
+    kept = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"])
+    assert kept.read_bytes() == garbage  # the damaged file is kept aside
+    assert RunStore().list() == []
+    assert main(["store", "reset"]) == 2  # a healthy store is not reset without --force

@@ -341,6 +341,27 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    from tl_core import paths
+    from tl_core.runs import check_store, move_store_aside
+
+    found = check_store()
+    if args.action == "check":
+        _emit({"status": found}, args.json, f"run store: {found}")
+        return 0 if found == "ok" else 1
+    if found == "ok" and not args.force:
+        raise LabError(
+            "the run store is healthy; nothing to reset (add --force to start afresh anyway)"
+        )
+    kept = move_store_aside()
+    _emit(
+        {"status": "reset", "kept": str(kept) if kept else None},
+        args.json,
+        f"started a new run store in {paths.lab_home()}; the old one is kept as {kept}",
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -400,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("store", help="check the run store, or move a damaged one aside")
+    p.add_argument("action", choices=["check", "reset"])
+    p.add_argument("--force", action="store_true", help="reset even a healthy store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_store)
 
     for module in _plugins():
         module.add_parser(sub)

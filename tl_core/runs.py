@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ class RunStore:
         try:
             conn = self._open()
         except sqlite3.DatabaseError as exc:
-            raise LabError(f"cannot open the run store {self.db_path}: {exc}") from exc
+            raise LabError(damaged_message(self.db_path, exc)) from exc
         try:
             if write:
                 conn.execute("BEGIN IMMEDIATE")
@@ -169,10 +169,7 @@ class RunStore:
         except sqlite3.DatabaseError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise LabError("the run store is busy; try again in a moment") from exc
-            raise LabError(
-                f"the run store {self.db_path} is damaged or unreadable ({exc}); "
-                "move it aside to start a new one"
-            ) from exc
+            raise LabError(damaged_message(self.db_path, exc)) from exc
         finally:
             conn.close()
 
@@ -458,6 +455,46 @@ class RunStore:
         if not path.is_file():
             raise LabError(f"run {run_id} has no {name} (did it finish?)")
         return json.loads(path.read_text())
+
+
+def damaged_message(db_path: Path, exc: Exception) -> str:
+    return (
+        f"the run store {db_path} is damaged or unreadable ({exc}). Nothing was changed. "
+        "To keep the damaged file aside and start a new store, run `python -m tl_core store reset` "
+        "(run folders with their weights are kept)"
+    )
+
+
+def check_store(home: str | Path | None = None) -> str:
+    """'ok', or what SQLite's integrity check found wrong with the store file."""
+    home = Path(home) if home is not None else paths.lab_home()
+    db_path = home / "runs.sqlite"
+    if not db_path.exists():
+        return "ok"
+    try:
+        with closing(sqlite3.connect(db_path, timeout=30)) as conn:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    found = "; ".join(str(r[0]) for r in rows)
+    return "ok" if found == "ok" else found
+
+
+def move_store_aside(home: str | Path | None = None) -> Path | None:
+    """Rename runs.sqlite (and its WAL files) to `runs.sqlite.damaged-TIME`; returns the new name.
+
+    The next `RunStore()` then starts an empty store. The old file is kept for recovery.
+    """
+    home = Path(home) if home is not None else paths.lab_home()
+    db_path = home / "runs.sqlite"
+    if not db_path.exists():
+        return None
+    kept = db_path.with_name(f"runs.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{db_path}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{kept}{suffix}"))
+    return kept
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
