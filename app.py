@@ -1,0 +1,134 @@
+"""Transfer Learning Lab, the web app: `streamlit run app.py`.
+
+This script runs on every page view: it sets up the page, the workspace (from the URL's
+`?ws=` query string), the background worker, and the navigation; the Home page is below.
+The other pages live in `pages/`; none of them trains: runs are queued in the run store and
+trained by `python -m tl_core worker`, which this script starts when there is work for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import streamlit as st
+
+from tl_core import machine, workspaces
+from tl_core.errors import LabError
+from tl_core.presets import PRESETS, queue_preset
+from tl_core.runs import RunStore
+from tl_core.worker import ensure_worker
+
+st.set_page_config(page_title="Transfer Learning Lab", page_icon="🔬", layout="wide")
+
+
+def _set_workspace() -> None:
+    st.session_state["workspace_raw"] = st.session_state["workspace_box"]
+
+
+def current_workspace() -> str:
+    """The workspace of this page view: the URL's `?ws=`, else the last one chosen here."""
+    raw = st.session_state.pop("workspace_raw", None)
+    if raw is None:
+        raw = st.query_params.get("ws") or st.session_state.get("workspace", "")
+    try:
+        ws = workspaces.check_workspace(raw)
+    except LabError as exc:
+        st.sidebar.error(str(exc))
+        ws = st.session_state.get("workspace", "")
+    st.session_state["workspace"] = ws
+    if ws and st.query_params.get("ws") != ws:
+        st.query_params["ws"] = ws
+    elif not ws and "ws" in st.query_params:
+        del st.query_params["ws"]
+    return ws
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def downloads_reachable() -> bool:
+    return machine.downloads_reachable()
+
+
+def home() -> None:
+    ws = st.session_state.get("workspace", "")
+    st.title("🔬 Transfer Learning Lab")
+    st.write(
+        "Train a network on a handful of your own pictures, starting from one that learned "
+        "ImageNet's million photos, and compare the ways of doing it: from **scratch**, as a "
+        "fixed **feature extractor**, **partially** or **fully fine-tuned**. Runs train in the "
+        "background: close or refresh the page whenever you like."
+    )
+    if not downloads_reachable():
+        st.warning(
+            "Pretrained downloads are unreachable from this server, so `resnet18` and `vgg16` "
+            "work only if their weights are already cached here. **`efficientnet_lite0` works "
+            "offline**: its ImageNet weights ship with the lab.",
+            icon="📴",
+        )
+    st.header("Quick start")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.subheader("1. Pick data")
+        st.write("Build the `shapes` set, upload a zip, or snap webcam pictures per class.")
+        st.page_link("pages/data.py", label="Data", icon="🖼️")
+    with c2:
+        st.subheader("2. Run a comparison")
+        st.write("Choose a backbone and strategies; Start queues the runs.")
+        st.page_link("pages/experiments.py", label="Experiments", icon="🧪")
+    with c3:
+        st.subheader("3. Read the results")
+        st.write("Accuracy and loss per epoch, time, confusion matrix, mistakes.")
+        st.page_link("pages/results.py", label="Results", icon="📈")
+
+    preset = PRESETS["classroom_quick"]
+    st.info(f"**{preset.title}** — {preset.idea}", icon="⚡")
+    if st.button("Run the classroom quick comparison", key="classroom_quick", type="primary"):
+        try:
+            queue_preset(
+                RunStore(), preset.key, workspace=ws, request_id=st.session_state["home_request"]
+            )
+        except LabError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["home_request"] = str(uuid.uuid4())
+            ensure_worker()
+            st.switch_page("pages/experiments.py")
+
+    st.header("This machine")
+    device = machine.device_summary()
+    st.write(f"**Device:** {device['name']}")
+    st.dataframe(
+        [{"what": k, "where": v} for k, v in machine.storage_summary().items()],
+        hide_index=True,
+    )
+    st.caption(
+        f"Workspace: **{ws or 'default'}** (it is in this page's address; bookmark it to come "
+        "back). Set `TL_LAB_HOME` to store everything somewhere else."
+    )
+
+
+ws = current_workspace()
+st.session_state.setdefault("home_request", str(uuid.uuid4()))
+st.session_state["workspace_box"] = ws
+with st.sidebar:
+    st.text_input(
+        "Workspace",
+        key="workspace_box",
+        on_change=_set_workspace,
+        help="Keeps your data sets and runs apart from others' on a shared server.",
+    )
+
+# Runs left queued (a server restart, a Space waking up) resume without a click.
+if RunStore().queue():
+    ensure_worker()
+
+page = st.navigation(
+    [
+        st.Page(home, title="Home", icon="🏠", default=True),
+        st.Page("pages/data.py", title="Data", icon="🖼️"),
+        st.Page("pages/experiments.py", title="Experiments", icon="🧪"),
+        st.Page("pages/results.py", title="Results", icon="📈"),
+        st.Page("pages/predict.py", title="Predict", icon="🔍"),
+        st.Page("pages/learn.py", title="Learn", icon="🎓"),
+    ]
+)
+page.run()

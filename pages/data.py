@@ -1,0 +1,233 @@
+"""Data: gather pictures into a data set (every source), look through it, fix it."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core import charts, workspaces
+from tl_core.data import builtin, curate, download, search, sources
+from tl_core.data.store import dataset_path, delete_dataset, load_manifest
+from tl_core.errors import LabError
+
+ws = st.session_state.get("workspace", "")
+PAGE_SIZE = 24
+NEW = "➕ new data set"
+
+st.title("🖼️ Data")
+
+if "data_next" in st.session_state:  # select the set an import just made
+    st.session_state["data_set"] = st.session_state.pop("data_next")
+names = [workspaces.short_name(d.name) for d in workspaces.list_datasets(ws)]
+choice = st.selectbox("Data set", [*names, NEW], key="data_set")
+if choice == NEW:
+    short = st.text_input("Name of the new data set", "my-images", key="data_new_name")
+else:
+    short = choice
+try:
+    target = workspaces.dataset_name(ws, short)
+except LabError as exc:
+    st.error(str(exc))
+    st.stop()
+
+
+def progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int, message: str) -> None:
+        bar.progress(done / max(1, total), text=f"{label}: {done}/{total} {message}"[:120])
+
+    return update
+
+
+def run_import(label: str, fn, *args, **kwargs) -> None:
+    """Call an importer with a progress bar; keep its report to show after the rerun."""
+    try:
+        report = fn(*args, on_progress=progress_bar(label), **kwargs)
+    except LabError as exc:
+        st.error(str(exc))
+        return
+    st.session_state["data_report"] = report.to_dict()
+    st.session_state["data_next"] = workspaces.short_name(report.name)
+    st.rerun()
+
+
+def uploaded_to_file(upload, folder: str) -> Path:
+    path = Path(folder) / Path(upload.name).name
+    path.write_bytes(upload.getvalue())
+    return path
+
+
+st.subheader("Add pictures")
+tabs = st.tabs(
+    ["Built-in sets", "Zip file", "Per class", "Webcam", "URL list", "Search", "Server folder"]
+)
+with tabs[0]:
+    c1, c2 = st.columns(2)
+    which = c1.selectbox(
+        "Built-in set",
+        list(builtin.BUILTINS),
+        format_func=lambda b: (
+            f"{b}: {builtin.BUILTINS[b].description}"
+            + ("" if builtin.BUILTINS[b].offline else " (downloads)")
+        ),
+        key="data_builtin",
+    )
+    per_class = c2.number_input(
+        "Training images per class (0: the set's default)", 0, 100000, 0, key="data_builtin_n"
+    )
+    if st.button("Build it", key="data_build", type="primary"):
+        run_import(
+            f"building {which}",
+            builtin.build_builtin,
+            which,
+            name=workspaces.dataset_name(ws, which),
+            per_class=int(per_class) or None,
+        )
+with tabs[1]:
+    archive = st.file_uploader(
+        "A zip of class folders (optionally inside train/ and val/)", type=["zip"], key="data_zip"
+    )
+    if archive is not None and st.button(f"Import into {short}", key="data_zip_go"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run_import("importing", sources.import_zip, uploaded_to_file(archive, tmp), target)
+with tabs[2]:
+    cls = st.text_input("Class", key="data_class")
+    files = st.file_uploader(
+        "Pictures of this class", accept_multiple_files=True, key="data_class_files"
+    )
+    if files and cls and st.button(f"Add {len(files)} to {cls}", key="data_class_go"):
+        run_import(
+            "adding",
+            sources.add_images,
+            target,
+            cls,
+            [(f.name, f.getvalue()) for f in files],
+        )
+with tabs[3]:
+    st.caption("The browser allows the webcam only over HTTPS or on localhost.")
+    cam_cls = st.text_input("Class of the next shot", key="data_cam_class")
+    shot = st.camera_input("Take a picture", key="data_camera")
+    if shot is not None and cam_cls and st.button(f"Add this shot to {cam_cls}", key="data_cam_go"):
+        run_import(
+            "adding",
+            sources.add_images,
+            target,
+            cam_cls,
+            [(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue())],
+            source="camera",
+        )
+with tabs[4]:
+    url_file = st.file_uploader(
+        "A CSV of url,label rows, or a .txt of URLs for one class",
+        type=["csv", "txt"],
+        key="data_urls",
+    )
+    url_label = st.text_input("Class (for a .txt; default: the file name)", key="data_urls_label")
+    if url_file is not None and st.button("Download", key="data_urls_go"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run_import(
+                "downloading",
+                download.download_url_list,
+                uploaded_to_file(url_file, tmp),
+                target,
+                label=url_label or None,
+            )
+with tabs[5]:
+    st.caption("One class per term, with freely licensed images from Wikimedia Commons.")
+    terms = st.text_input("Search terms, comma-separated", placeholder="ant, bee", key="data_terms")
+    n = st.number_input("Images per term", 1, 500, 20, key="data_terms_n")
+    if terms and st.button("Search and download", key="data_search_go"):
+        run_import("searching", search.search_images, target, terms, int(n))
+with tabs[6]:
+    if workspaces.server_folders_allowed():
+        folder = st.text_input("A folder on the server, holding class folders", key="data_folder")
+        if folder and st.button(f"Import into {short}", key="data_folder_go"):
+            run_import("importing", sources.import_path, folder, target)
+    else:
+        st.info("Importing server folders is turned off on this deployment.")
+
+report = st.session_state.pop("data_report", None)
+if report:
+    with st.container(border=True, key="data_report_box"):
+        st.success(
+            f"{workspaces.short_name(report['name'])}: {report['added']} picture(s) added, "
+            f"{len(report['skipped'])} skipped. Classes: {', '.join(report['classes'])}"
+        )
+        for w in report["warnings"]:
+            st.warning(w)
+        if report["skipped"]:
+            st.dataframe(report["skipped"], hide_index=True)
+
+if choice == NEW or not dataset_path(target).is_dir():
+    st.stop()
+
+
+@st.cache_data(show_spinner="Checking the data set…")
+def inspection(name: str, stamp: float) -> dict:
+    return curate.inspect_dataset(name).to_dict()
+
+
+manifest_file = dataset_path(target) / "manifest.json"
+info = inspection(target, manifest_file.stat().st_mtime if manifest_file.exists() else 0.0)
+st.subheader(f"{short}: {info['images']} pictures, {len(info['classes'])} classes")
+c1, c2 = st.columns([3, 2])
+c1.plotly_chart(charts.class_balance(info["split_counts"]), key="balance")
+with c2:
+    for w in info["warnings"]:
+        st.warning(w)
+    if info["leakage"]:
+        st.dataframe(info["leakage"][:50], hide_index=True)
+    if info["duplicates"]:
+        st.dataframe(
+            [{"identical files": ", ".join(g)} for g in info["duplicates"][:50]], hide_index=True
+        )
+    if not info["warnings"]:
+        st.success("No duplicates, leakage or placeholders found.")
+
+st.subheader("Gallery")
+manifest = load_manifest(target)
+c1, c2 = st.columns(2)
+gallery_class = c1.selectbox("Class", manifest.classes, key="gallery_class")
+records = [r for r in manifest.images if r.label == gallery_class]
+pages = max(1, -(-len(records) // PAGE_SIZE))
+page = c2.number_input(f"Page (of {pages})", 1, pages, 1, key="gallery_page")
+shown = records[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+cols = st.columns(8)
+marked = []
+for n, r in enumerate(shown):
+    with cols[n % 8]:
+        st.image(str(dataset_path(target) / r.path), caption=f"{r.split or ''} {Path(r.path).name}")
+        if st.checkbox("remove", key=f"rm_{r.path}"):
+            marked.append(r.path)
+if marked and st.button(f"Delete {len(marked)} marked picture(s)", key="gallery_delete"):
+    run_import(
+        "deleting",
+        lambda name, paths, on_progress: curate.remove_images(name, paths),
+        target,
+        marked,
+    )
+
+with st.expander("Rename or delete"):
+    c1, c2 = st.columns(2)
+    new_cls = c1.text_input(f"Rename class {gallery_class} to", key="rename_to")
+    if new_cls and c1.button("Rename class", key="rename_go"):
+        run_import(
+            "renaming",
+            lambda *a, on_progress: curate.rename_class(*a),
+            target,
+            gallery_class,
+            new_cls,
+        )
+    if c2.button(f"Delete class {gallery_class}", key="rm_class"):
+        run_import(
+            "deleting", lambda *a, on_progress: curate.remove_class(*a), target, gallery_class
+        )
+    confirm = st.checkbox(f"Yes, delete the whole data set {short}", key="rm_set_confirm")
+    if confirm and st.button("Delete data set", key="rm_set"):
+        delete_dataset(target)
+        st.session_state["data_next"] = NEW
+        st.rerun()

@@ -1,0 +1,268 @@
+"""Experiments: choose what to train, see what it will cost, queue it, watch the queue."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pandas as pd
+import streamlit as st
+
+from tl_core import charts, workspaces
+from tl_core.data.folder import scan_dataset
+from tl_core.errors import LabError
+from tl_core.jobs import RunSpec
+from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
+from tl_core.runs import RunStore
+from tl_core.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from tl_core.transforms import AUGMENTATIONS
+from tl_core.worker import (
+    ensure_worker,
+    estimate_seconds,
+    format_duration,
+    progress_fraction,
+    queue_view,
+    worker_status,
+)
+
+ws = st.session_state.get("workspace", "")
+store = RunStore()
+st.session_state.setdefault("exp_request", str(uuid.uuid4()))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def split_sizes(data: str, per_class: int | None) -> tuple[int, int, int]:
+    split = scan_dataset(data, per_class=per_class)
+    return len(split.train), len(split.val), len(split.classes)
+
+
+@st.cache_data(show_spinner=False)
+def trainable(backbone: str, strategy: str, blocks: int, num_classes: int) -> tuple[int, int]:
+    try:
+        built = build_model(
+            backbone, num_classes, strategy, trainable_blocks=blocks, load_weights=False
+        )
+    except LabError:
+        return (-1, -1)
+    return count_params(built.model)
+
+
+def recipes_panel() -> None:
+    """One-click recipes (tl_core.recipes), when that module is there."""
+    try:
+        from tl_core import recipes
+    except ModuleNotFoundError:
+        return
+    listing = getattr(recipes, "list_recipes", None) or getattr(recipes, "RECIPES", None)
+    if listing is None:
+        return
+    items = listing() if callable(listing) else listing
+    items = list(items.values()) if isinstance(items, dict) else list(items)
+    if not items:
+        return
+    with st.expander("One-click recipes", expanded=False):
+        for recipe in items:
+            name = getattr(recipe, "name", None) or getattr(recipe, "key", str(recipe))
+            st.markdown(
+                f"**{getattr(recipe, 'title', name)}** — {getattr(recipe, 'description', '')}"
+            )
+            if st.button(f"Queue {name}", key=f"recipe_{name}") and hasattr(
+                recipes, "queue_recipe"
+            ):
+                try:
+                    recipes.queue_recipe(store, name, workspace=ws)
+                    ensure_worker()
+                    st.success(f"{name} queued")
+                except LabError as exc:
+                    st.error(str(exc))
+
+
+st.title("🧪 Experiments")
+datasets = workspaces.list_datasets(ws)
+if not datasets:
+    st.info("No data set in this workspace yet: build one on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon="🖼️")
+else:
+    names = [d.name for d in datasets]
+    c1, c2 = st.columns(2)
+    data = c1.selectbox("Data set", names, format_func=workspaces.short_name, key="exp_data")
+    backbone = c2.selectbox(
+        "Backbone",
+        list(BACKBONES),
+        index=list(BACKBONES).index("efficientnet_lite0"),
+        format_func=lambda b: f"{b}: {BACKBONES[b].description}",
+        key="exp_backbone",
+    )
+    strategies = st.multiselect(
+        "Strategies (all four make a comparison)",
+        STRATEGIES,
+        default=list(STRATEGIES),
+        key="exp_strategies",
+    )
+    c = st.columns(4)
+    epochs = c[0].number_input("Epochs", 1, 1000, 5, key="exp_epochs")
+    batch_size = c[1].number_input("Batch size", 1, 4096, 16, key="exp_batch")
+    lr = c[2].number_input("Learning rate", 1e-6, 10.0, 0.001, format="%.4f", key="exp_lr")
+    momentum = c[3].number_input("Momentum", 0.0, 0.99, 0.9, key="exp_momentum")
+    c = st.columns(4)
+    optimizer = c[0].selectbox("Optimizer", OPTIMIZERS, key="exp_optimizer")
+    augment = c[1].selectbox("Augmentation", AUGMENTATIONS, key="exp_augment")
+    per_class = c[2].number_input("Images per class (0: all)", 0, 100000, 0, key="exp_per_class")
+    seeds = c[3].number_input("Seeds per strategy", 1, 10, 1, key="exp_seeds")
+    group_count = len(get_backbone(backbone).layer_groups)
+    with st.expander("More options"):
+        c = st.columns(3)
+        blocks = c[0].slider(
+            "Layer groups that train (partial_finetune)", 1, group_count, 1, key="exp_blocks"
+        )
+        schedule = c[1].selectbox("Learning-rate schedule", SCHEDULES, key="exp_schedule")
+        finished = [r for r in store.list(status="done", workspace=ws) if r["backbone"] == backbone]
+        init_from = c[2].selectbox(
+            "Start from a previous run",
+            [None, *[r["id"] for r in finished]],
+            format_func=lambda i: (
+                "ImageNet weights (or random for scratch)"
+                if i is None
+                else charts.run_label(next(r for r in finished if r["id"] == i))
+            ),
+            key="exp_init",
+        )
+
+    specs, problems = [], []
+    for strategy in strategies:
+        for k in range(int(seeds)):
+            spec = RunSpec(
+                data=data,
+                backbone=backbone,
+                strategy=strategy,
+                train=TrainConfig(
+                    epochs=int(epochs),
+                    batch_size=int(batch_size),
+                    lr=float(lr),
+                    momentum=float(momentum),
+                    optimizer=optimizer,
+                    schedule=schedule,
+                    seed=k,
+                ),
+                augment=augment,
+                per_class=int(per_class) or None,
+                trainable_blocks=int(blocks),
+                init_from=init_from if strategy != "scratch" else None,
+            )
+            try:
+                specs.append(spec.validate())
+            except LabError as exc:
+                problems.append(f"{strategy}: {exc}")
+    for p in dict.fromkeys(problems):
+        st.warning(p)
+
+    try:
+        n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)
+    except LabError as exc:
+        st.error(str(exc))
+        n_train = n_val = n_classes = 0
+    if strategies and n_classes >= 2:
+        st.subheader("Before you start")
+        st.caption(f"{n_train} training and {n_val} validation images, {n_classes} classes.")
+        rows = []
+        for strategy in strategies:
+            spec = next((s for s in specs if s.strategy == strategy), None)
+            t, total = trainable(backbone, strategy, int(blocks), n_classes)
+            est = estimate_seconds(spec, n_train, n_val, store) if spec else None
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "trainable parameters": "needs a starting run" if t < 0 else f"{t:,}",
+                    "of": "" if total < 0 else f"{total:,}",
+                    "estimated time per run": "-" if est is None else format_duration(est.seconds),
+                    "estimate from": "-" if est is None else est.basis,
+                }
+            )
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        cols = st.columns(len(strategies))
+        for col, strategy in zip(cols, strategies, strict=True):
+            col.plotly_chart(
+                charts.strategy_diagram(backbone, strategy, int(blocks)),
+                key=f"diagram_{strategy}",
+            )
+    if st.button(f"Start {len(specs)} run(s)", type="primary", key="exp_start", disabled=not specs):
+        try:
+            ids = workspaces.queue_runs(
+                store, specs, workspace=ws, request_id=st.session_state["exp_request"]
+            )
+        except LabError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["exp_request"] = str(uuid.uuid4())
+            ensure_worker()
+            st.success(f"Queued {len(ids)} run(s). They train in the background; watch them below.")
+
+recipes_panel()
+
+
+def cancel(run_id: str) -> None:
+    store.request_cancel(run_id)
+
+
+@st.fragment(run_every=2)
+def queue_panel() -> None:
+    st.subheader("Queue")
+    view = queue_view(store, ws)
+    worker = worker_status()
+    if view and not worker["running"]:
+        ensure_worker()
+        st.caption("Starting the background worker…")
+    elif worker["running"]:
+        st.caption(f"Background worker running (pid {worker.get('pid', '?')}).")
+    if not view:
+        st.write("Nothing queued or running in this workspace.")
+    now = time.time()
+    for run in view:
+        with st.container(border=True, key=f"queued_{run['id']}"):
+            left, right = st.columns([5, 1])
+            label = charts.run_label(run)
+            if run["status"] == "running":
+                frac = progress_fraction(run)
+                phase = run.get("phase") or "starting"
+                detail = f"epoch {min((run.get('epoch') or 0) + 1, run['epochs_total'])}/{run['epochs_total']}"
+                if phase == "training" and run.get("batches"):
+                    detail += f", batch {run.get('batch')}/{run['batches']}"
+                    if run.get("running_loss") is not None:
+                        detail += (
+                            f", loss {run['running_loss']:.3f}, accuracy {run['running_acc']:.1%}"
+                        )
+                elif run.get("batches"):
+                    detail = f"{phase} {run.get('batch')}/{run['batches']}"
+                else:
+                    detail = phase
+                left.markdown(f"**{label}** — running")
+                left.progress(
+                    frac, text=f"{detail} · about {format_duration(run['time_left'])} left"
+                )
+                if run.get("cancel_requested"):
+                    left.caption("Cancel requested; it stops after the current batch.")
+            else:
+                wait = max(0.0, run["expected_start"] - now)
+                left.markdown(
+                    f"**{label}** — queued, position {run['position']}, expected to start "
+                    f"in {format_duration(wait)} (takes about {format_duration(run['estimate'])})"
+                )
+            right.button("Cancel", key=f"cancel_{run['id']}", on_click=cancel, args=(run["id"],))
+    group = store.latest_group(workspace=ws)
+    if group:
+        runs = store.list(group_id=group)
+        finished = [r for r in runs if r["status"] in ("done", "failed", "cancelled")]
+        if finished:
+            st.subheader("Latest comparison")
+            table = charts.summary_table(sorted(runs, key=lambda r: r["created"]))
+            st.dataframe(table, hide_index=True)
+            for r in finished:
+                if r["status"] == "failed":
+                    st.error(
+                        f"{charts.run_label(r)} failed: {(r.get('error') or '').splitlines()[0]}"
+                    )
+            if len(finished) == len(runs):
+                st.page_link("pages/results.py", label="See the results", icon="📈")
+
+
+queue_panel()

@@ -1,0 +1,87 @@
+"""Learn: the ideas behind the strategies, each with a one-click experiment that shows it."""
+
+from __future__ import annotations
+
+import uuid
+
+import streamlit as st
+
+from tl_core import charts
+from tl_core.errors import LabError
+from tl_core.presets import PRESETS, queue_preset
+from tl_core.runs import RunStore
+from tl_core.worker import ensure_worker
+
+ws = st.session_state.get("workspace", "")
+st.session_state.setdefault("learn_request", str(uuid.uuid4()))
+
+IDEAS = [
+    (
+        "Fixed feature extractor, fine-tuning, and the in-between",
+        """A network trained on ImageNet has learned, layer by layer, to see edges, then
+textures, then parts of objects. Its last layer only turns those features into ImageNet's
+1000 classes. **Transfer learning** keeps what it learned and replaces that last layer with
+a new *head* for your classes.
+
+- **Fixed feature extractor**: freeze everything, train only the new head. Fast (the
+  features can be computed once) and hard to overfit, but the features stay ImageNet's.
+- **Fine-tuning**: start from the ImageNet weights and let every layer keep learning, with a
+  small learning rate. Slower, needs more pictures, adapts further.
+- **Partial fine-tuning** is the in-between: the last few layer groups (the most
+  ImageNet-specific ones) train, the early ones stay frozen.""",
+        "strategies",
+        ("feature_extractor", "partial_finetune", "full_finetune"),
+    ),
+    (
+        "Why small data sets need transfer",
+        """A network with millions of weights, trained from random numbers (**scratch**) on a
+few dozen pictures, can memorise them but learns little that carries over to new ones.
+Pretrained features already separate most everyday things, so a small head on top of them
+needs only a few examples per class.""",
+        "small_data",
+        ("scratch", "feature_extractor"),
+    ),
+    (
+        "Augmentation",
+        """Each epoch, random crops and flips show the network a slightly different version
+of every picture. It cannot memorise exact pixels, so it learns what stays the same: the
+shape, not where it sits. Validation pictures are never augmented.""",
+        "augmentation",
+        (),
+    ),
+    (
+        "SGD, mini-batches and momentum",
+        """Training nudges every weight against the gradient of the loss, measured on a
+**mini-batch** of pictures at a time (stochastic gradient descent): small batches give
+noisy, cheap steps; large ones smoother, costlier steps. **Momentum** keeps a running
+average of past steps, so the descent rolls through small bumps and speeds up along
+consistent directions (0.9 is the classic value).""",
+        "momentum",
+        (),
+    ),
+]
+
+st.title("🎓 Learn")
+for n, (title, text, preset_key, strategies) in enumerate(IDEAS):
+    st.header(title)
+    st.markdown(text)
+    if strategies:
+        cols = st.columns(len(strategies))
+        for col, strategy in zip(cols, strategies, strict=True):
+            col.plotly_chart(
+                charts.strategy_diagram("resnet18", strategy, 2), key=f"learn_{n}_{strategy}"
+            )
+    preset = PRESETS[preset_key]
+    st.caption(f"Experiment: {preset.idea}")
+    if st.button(f"Run it: {preset.title}", key=f"learn_run_{preset_key}"):
+        try:
+            queue_preset(
+                RunStore(), preset_key, workspace=ws, request_id=st.session_state["learn_request"]
+            )
+        except LabError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["learn_request"] = str(uuid.uuid4())
+            ensure_worker()
+            st.switch_page("pages/experiments.py")
+    st.divider()

@@ -1,0 +1,117 @@
+"""Predict: classify new pictures with finished runs, see where they looked, export a model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from tl_core import charts, gradcam
+from tl_core.data.images import ImageDecodeError, decode_bytes
+from tl_core.errors import LabError
+from tl_core.evaluate import TrainedModel, load_trained, predict
+from tl_core.export import FORMATS, export_model
+from tl_core.runs import RunStore
+
+ws = st.session_state.get("workspace", "")
+store = RunStore()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def cached_model(home: str, run_id: str) -> TrainedModel:
+    """One model per run, in eval mode, shared by every session and never changed."""
+    return load_trained(RunStore(home), run_id)
+
+
+st.title("🔍 Predict")
+runs = store.list(status="done", workspace=ws, limit=200)
+if not runs:
+    st.info("No finished run in this workspace yet: train one on the Experiments page.")
+    st.stop()
+by_id = {r["id"]: r for r in runs}
+chosen = st.multiselect(
+    "Runs (several show the same picture side by side)",
+    list(by_id),
+    default=[runs[0]["id"]],
+    format_func=lambda i: charts.run_label(by_id[i]),
+    key="pred_runs",
+)
+top_k = st.slider("Top classes shown", 1, 10, 3, key="pred_topk")
+show_cam = st.toggle("Grad-CAM: where the model looked", value=True, key="pred_cam")
+
+tab_upload, tab_camera = st.tabs(["Upload pictures", "Webcam"])
+files = tab_upload.file_uploader(
+    "Pictures",
+    type=["jpg", "jpeg", "png", "webp", "bmp"],
+    accept_multiple_files=True,
+    key="pred_files",
+)
+shot = tab_camera.camera_input("Take a picture", key="pred_camera")
+sources = [(f.name, f.getvalue()) for f in files or []]
+if shot is not None:
+    sources.append(("webcam shot", shot.getvalue()))
+
+for name, data in sources:
+    try:
+        image = decode_bytes(data).rgb
+    except ImageDecodeError as exc:
+        st.error(f"{name}: {exc}")
+        continue
+    st.markdown(f"#### {name}")
+    cols = st.columns(max(1, len(chosen)))
+    for col, run_id in zip(cols, chosen, strict=False):
+        with col:
+            try:
+                trained = cached_model(str(store.home), run_id)
+            except LabError as exc:
+                st.error(str(exc))
+                continue
+            st.caption(charts.run_label(by_id[run_id]))
+            (top,) = predict(trained, [image], top_k=top_k)
+            if show_cam:
+                heat, index = gradcam.gradcam(trained, image, top[0]["index"])
+                st.image(
+                    gradcam.overlay(trained, image, heat), caption=f"Grad-CAM: {top[0]['class']}"
+                )
+            else:
+                st.image(gradcam.model_view(trained, image), caption="what the model sees")
+            st.dataframe(
+                [{"class": t["class"], "probability": t["prob"]} for t in top],
+                hide_index=True,
+                column_config={
+                    "probability": st.column_config.ProgressColumn(
+                        format="percent", min_value=0, max_value=1
+                    )
+                },
+            )
+
+st.divider()
+st.subheader("Export a trained model")
+c1, c2 = st.columns(2)
+export_run = c1.selectbox(
+    "Run", list(by_id), format_func=lambda i: charts.run_label(by_id[i]), key="export_run"
+)
+fmt = c2.selectbox("Format", FORMATS, key="export_format")
+st.caption(
+    "state_dict: the weights with class names and preprocessing, for PyTorch; TorchScript: "
+    "runs without this code; ONNX: for onnxruntime and other frameworks."
+)
+suffix = {"state_dict": ".pt", "torchscript": ".torchscript.pt", "onnx": ".onnx"}[fmt]
+
+
+def export_bytes() -> bytes:
+    """Run on click only (a deferred download): export to a temporary file, return it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"model{suffix}"
+        export_model(cached_model(str(store.home), export_run), fmt, out)
+        return out.read_bytes()
+
+
+st.download_button(
+    f"Download as {fmt}",
+    export_bytes,
+    file_name=f"{export_run}{suffix}",
+    mime="application/octet-stream",
+    key="export_download",
+)
