@@ -254,3 +254,13 @@ def test_efficientnet_lite0_really_holds_imagenet_weights() -> None:
     espresso, cats = 967, range(281, 286)  # ImageNet: espresso; tabby ... Egyptian cat
     assert top[0] == espresso
     assert top[1] in cats
+
+
+def test_scratch_batchnorm_statistics_can_catch_up_but_pretrained_ones_keep_their_momentum() -> (
+    None
+):
+    def momenta(model: nn.Module) -> set[float]:
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    assert momenta(build_model("efficientnet_lite0", 2, "scratch").model) == {0.1}
+    assert momenta(build_model("efficientnet_lite0", 2, "full_finetune").model) == {0.01}

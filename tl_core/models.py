@@ -436,6 +436,12 @@ def build_model(
         replace_head(model, backbone, num_classes)
     else:
         replace_head(model, backbone, num_classes)
+        # From random weights, BatchNorm's running statistics must catch up within a few hundred
+        # steps; the TensorFlow-ported momentum of EfficientNet (0.01) leaves them near their
+        # initial values, and evaluation then predicts one class. PyTorch's default is 0.1.
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.momentum or 0) < 0.1:
+                module.momentum = 0.1
     apply_strategy(model, backbone, strategy, trainable_blocks)
     return BuiltModel(model=model, backbone=backbone, weights_source=source)
 
