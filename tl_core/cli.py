@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from tl_core.errors import LabError
+from tl_core.errors import DISK_ERRNOS, LabError, disk_error_message
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -463,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"error: {disk_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from tl_core.errors import LabError
+
 APP_DIR_NAME = "transfer-learning-lab"
 
 
@@ -33,7 +35,13 @@ def lab_home() -> Path:
         home = Path("/data") / APP_DIR_NAME
     else:
         home = _user_data_dir()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(
+            f"cannot create the lab home {home}: {exc.strerror or exc}; "
+            "set TL_LAB_HOME to a writable folder"
+        ) from exc
     return home
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_core import paths
-from tl_core.errors import LabError
+from tl_core.errors import LabError, as_lab_error
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -132,10 +132,12 @@ class RunStore:
 
     def __init__(self, home: str | Path | None = None, *, busy_timeout: float = 30.0):
         self.home = Path(home) if home is not None else paths.lab_home()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / "runs.sqlite"
         self.runs_root = self.home / "runs"
-        self.runs_root.mkdir(exist_ok=True)
+        try:
+            self.runs_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise as_lab_error(exc) or exc from exc
         self.busy_timeout = busy_timeout
         self.journal_mode = "wal"
         self._init_db()
@@ -154,7 +156,7 @@ class RunStore:
         try:
             conn = self._open()
         except sqlite3.DatabaseError as exc:
-            raise LabError(damaged_message(self.db_path, exc)) from exc
+            raise self._store_error(exc) from exc
         try:
             if write:
                 conn.execute("BEGIN IMMEDIATE")
@@ -167,11 +169,26 @@ class RunStore:
             else:
                 yield conn
         except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise LabError("the run store is busy; try again in a moment") from exc
-            raise LabError(damaged_message(self.db_path, exc)) from exc
+            raise self._store_error(exc) from exc
         finally:
             conn.close()
+
+    def _store_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        """A message for what the user can act on; programming errors stay as they are."""
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return LabError("the run store is busy; try again in a moment")
+        if any(
+            k in text
+            for k in ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
+        ):
+            return LabError(
+                f"cannot write the run store {self.db_path} ({exc}); free some space or make the "
+                "folder writable, or set TL_LAB_HOME to another folder. Nothing saved was changed"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "no such" in text:
+            return exc
+        return LabError(damaged_message(self.db_path, exc))
 
     def _init_db(self) -> None:
         with self._conn() as conn:
