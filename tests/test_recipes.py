@@ -1,0 +1,319 @@
+"""Recipes: their plans (backbones, strategies, configurations, offline substitution, stage
+wiring), the `recipe` command, and tiny end-to-end runs on generated data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl_core import recipes
+from tl_core.cli import main
+from tl_core.errors import LabError
+from tl_core.recipes import (
+    RECIPES,
+    Plan,
+    Stage,
+    advance_recipe,
+    bind_stage,
+    get_recipe,
+    list_launches,
+    plan,
+    recipe_results,
+)
+from tl_core.recipes_charts import efficiency_figure, recipe_figures
+from tl_core.runs import RunStore
+
+
+def last_json(stdout: str):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+def test_every_recipe_has_a_description_and_reference_figures() -> None:
+    assert list(RECIPES) == [
+        "ants-bees",
+        "cats-dogs-pandas",
+        "vgg16-features",
+        "cifar10-ab",
+        "fashion-ab",
+        "data-efficiency",
+    ]
+    for r in RECIPES.values():
+        assert r.title and r.description and r.data_hint
+        assert r.reference.text and r.reference.source
+        assert all(0 < v <= 1 for v in r.reference.figures.values())
+    assert RECIPES["ants-bees"].reference.figures == {
+        "feature_extractor": 0.95,
+        "full_finetune": 0.94,
+    }
+    assert RECIPES["vgg16-features"].reference.figures["feature_extractor"] == 0.80
+    assert RECIPES["fashion-ab"].reference.figures["B: scratch"] == 0.80
+    with pytest.raises(LabError, match="ants-bees, cats-dogs-pandas"):
+        get_recipe("ants_bees")
+
+
+# ---------------------------------------------------------------------------- plans
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_ants_bees_follows_the_tutorial(stripes: Path, offline: bool) -> None:
+    p = plan("ants-bees", str(stripes), offline)
+    (stage,) = p.stages
+    assert [s.strategy for s in stage.specs] == ["feature_extractor", "full_finetune"]
+    for spec in stage.specs:
+        assert spec.backbone == ("efficientnet_lite0" if offline else "resnet18")
+        assert spec.recipe == "ants-bees" and spec.data == str(stripes.resolve())
+        assert spec.augment == "crop_flip" and spec.per_class is None
+        t = spec.train
+        assert (t.epochs, t.batch_size, t.lr, t.momentum, t.optimizer) == (25, 4, 0.001, 0.9, "sgd")
+        assert (t.schedule, t.step_size, t.gamma) == ("step", 7, 0.1)
+    assert any("resnet18 replaced by efficientnet_lite0" in n for n in p.notes) == offline
+    assert Plan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_ants_bees_without_data_offline_says_where_to_get_it() -> None:
+    with pytest.raises(LabError, match="--data FOLDER"):
+        plan("ants-bees", offline=True)
+    online = plan("ants-bees")  # downloads the tutorial's photos first
+    assert [d.builtin for d in online.prepare] == ["hymenoptera"]
+    assert online.stages[0].specs[0].data == "hymenoptera"
+
+
+@pytest.mark.parametrize("name", ["cifar10-ab", "fashion-ab"])
+def test_ab_recipes_train_source_a_then_transfer_to_b(name: str) -> None:
+    p = plan(name)
+    builtin = "cifar10" if name == "cifar10-ab" else "fashion_mnist"
+    split = p.prepare[-1]
+    assert split.builtin == builtin and split.target_classes == (
+        (0, 7) if builtin == "cifar10" else (0, 6)
+    )
+    source_stage, target_stage = p.stages
+    (a,) = source_stage.specs
+    assert (a.data, a.backbone, a.strategy, a.init_from) == (
+        f"{builtin}-A",
+        "small_cnn",
+        "scratch",
+        None,
+    )
+    assert [(s.strategy, s.trainable_blocks, s.init_from) for s in target_stage.specs] == [
+        ("scratch", 1, None),
+        ("partial_finetune", 1, "@stage0"),
+        ("partial_finetune", 2, "@stage0"),
+    ]
+    for spec in target_stage.specs:
+        assert spec.data == f"{builtin}-B" and spec.per_class == 100 and spec.recipe == name
+    bound = bind_stage(target_stage, [["A_RUN"]])
+    assert [s.init_from for s in bound] == [None, "A_RUN", "A_RUN"]
+    with pytest.raises(LabError, match="stage 0 has not run"):
+        bind_stage(target_stage, [])
+
+
+def test_cifar10_ab_offline_becomes_fashion_mnist_and_says_so() -> None:
+    p = plan("cifar10-ab", offline=True)
+    assert {s.data for s in p.specs} == {"fashion_mnist-A", "fashion_mnist-B"}
+    assert any("CIFAR-10 replaced by Fashion-MNIST" in n for n in p.notes)
+    with pytest.raises(LabError, match="drop --data"):
+        plan("fashion-ab", data="somewhere")
+
+
+def test_data_efficiency_plan(stripes: Path) -> None:
+    p = plan("data-efficiency", str(stripes), offline=True)
+    specs = p.specs
+    sizes = recipes.EFFICIENCY_SIZES
+    assert len(specs) == len(sizes) * 3 * 3  # sizes x strategies x seeds
+    assert {s.strategy for s in specs} == {"scratch", "feature_extractor", "full_finetune"}
+    assert {s.per_class for s in specs} == set(sizes)
+    assert {s.train.seed for s in specs} == {0, 1, 2}
+    assert {s.split_seed for s in specs} == {0}  # nested subsets, the same for every seed
+    assert {(s.train.epochs, s.train.validate_every) for s in specs} == {(10, 0)}
+    assert {s.backbone for s in specs} == {"efficientnet_lite0"}
+    assert {s.backbone for s in plan("data-efficiency", str(stripes)).specs} == {"resnet18"}
+
+    small = plan("data-efficiency", str(stripes), True, epochs=1, seeds=1, sizes=(2, None))
+    assert len(small.specs) == 6 and {s.train.epochs for s in small.specs} == {1}
+    assert any("1 epoch" in n for n in small.notes)
+    shapes = plan("data-efficiency", offline=True)  # no hymenoptera here, no network
+    assert shapes.specs[0].data == "shapes" and [d.builtin for d in shapes.prepare] == ["shapes"]
+    assert any("shapes" in n for n in shapes.notes)
+
+
+def test_cats_dogs_pandas_needs_your_folder_and_explains_how(stripes3: Path) -> None:
+    with pytest.raises(LabError, match="keyword search"):
+        plan("cats-dogs-pandas")
+    p = plan("cats-dogs-pandas", str(stripes3), offline=True)
+    assert [(s.strategy, s.per_class) for s in p.specs] == [
+        ("feature_extractor", 100),
+        ("full_finetune", 100),
+        ("feature_extractor", 300),
+        ("full_finetune", 300),
+    ]
+    assert {s.backbone for s in p.specs} == {"efficientnet_lite0"}
+
+
+def test_vgg16_features_against_a_small_network_from_scratch(stripes: Path) -> None:
+    p = plan("vgg16-features", str(stripes))
+    assert [(s.backbone, s.strategy) for s in p.specs] == [
+        ("vgg16", "feature_extractor"),
+        ("small_cnn", "scratch"),
+    ]
+    offline = plan("vgg16-features", str(stripes), offline=True)
+    assert offline.specs[0].backbone == "efficientnet_lite0"
+    with pytest.raises(LabError, match="Caltech-101"):
+        plan("vgg16-features", offline=True)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def test_recipe_list_and_bad_names(capsys: pytest.CaptureFixture) -> None:
+    assert main(["recipe", "--list", "--json"]) == 0
+    rows = last_json(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(RECIPES)
+    assert all(r["reference"]["text"] for r in rows)
+    assert main(["recipe", "--list"]) == 0
+    assert "needs network" in capsys.readouterr().out
+
+    assert main(["recipe", "no-such-recipe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-ab" in err and "data-efficiency" in err
+    assert main(["recipe"]) == 2
+    assert "--list" in capsys.readouterr().err
+
+
+def test_dry_run_shows_the_plan_and_trains_nothing(capsys: pytest.CaptureFixture) -> None:
+    assert main(["recipe", "cifar10-ab", "--offline", "--dry-run", "--json"]) == 0
+    out = last_json(capsys.readouterr().out)
+    assert out["offline"] and out["notes"] and len(out["stages"]) == 2
+    assert not list_launches()
+
+
+def write_fake_fashion_mnist(folder: Path, train: int = 12, val: int = 6) -> Path:
+    """The four idx .gz files of a tiny Fashion-MNIST: 10 classes, a bar per class."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("t10k", val)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), n)
+        images = rng.integers(0, 60, (len(labels), 28, 28), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k : 2 * k + 6, 4:24] = 230
+        with gzip.open(folder / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in images.shape))
+            f.write(images.tobytes())
+        with gzip.open(folder / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + labels.tobytes())
+    return folder
+
+
+@pytest.mark.slow
+def test_fashion_ab_end_to_end_on_a_tiny_fake_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    fake = write_fake_fashion_mnist(tmp_path / "fashion")
+    monkeypatch.setattr("tl_core.data.builtin.FASHION_MNIST_DIRS", (fake,))
+    assert main(["recipe", "fashion-ab", "--epochs", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    res = last_json(captured.out)
+    assert res["recipe"] == "fashion-ab" and res["status"] == "done"
+    assert [r["label"] for r in res["runs"]] == [
+        "A: scratch",
+        "B: scratch",
+        "B: from A, last FC layer (K=1)",
+        "B: from A, both FC layers (K=2)",
+    ]
+    a = res["runs"][0]
+    assert a["num_classes"] == 8 and all(r["num_classes"] == 2 for r in res["runs"][1:])
+    assert [r["init_from"] for r in res["runs"][1:]] == [None, a["run_id"], a["run_id"]]
+    assert {r["recipe"] for r in res["runs"]} == {"fashion-ab"}
+    assert res["summary"][1]["reference"] == 0.80
+    assert any("2 epoch(s)" in n for n in res["notes"])
+    assert "[4/4 B: from A, both FC layers (K=2)]" in captured.err
+
+    store = RunStore()
+    status = advance_recipe(store, res["launch_id"])  # finished: queues nothing more
+    assert (status.status, status.stage, status.stages) == ("done", 1, 2)
+    assert len(store.list()) == 4 and [x["launch_id"] for x in list_launches()] == [
+        res["launch_id"]
+    ]
+    again = recipe_results(store, run_ids=[r["run_id"] for r in res["runs"]])
+    assert [s["label"] for s in again["summary"]] == [s["label"] for s in res["summary"]]
+
+    figures = recipe_figures(store, res)
+    assert list(figures)[:2] == ["Measured beside the reference", "All models overlaid"]
+    assert len(figures) == 2 + 4
+    overlay = figures["All models overlaid"]
+    assert {t.name for t in overlay.data} == {r["label"] for r in res["runs"]}
+
+
+@pytest.mark.slow
+def test_stages_wait_for_their_source_run(tmp_path: Path, monkeypatch) -> None:
+    """The app's path: start queues stage 0; advance queues B only once A is done."""
+    from tl_core.jobs import execute_run
+
+    fake = write_fake_fashion_mnist(tmp_path / "fashion", train=6, val=3)
+    monkeypatch.setattr("tl_core.data.builtin.FASHION_MNIST_DIRS", (fake,))
+    p = plan("fashion-ab", epochs=1)
+    recipes.prepare_data(p)
+    store = RunStore()
+    launch = recipes.start_recipe(store, p, launch_id="rtest")
+    assert recipes.start_recipe(store, p, launch_id="rtest") == launch  # idempotent
+    status = advance_recipe(store, launch)
+    assert (status.status, status.stage, len(store.list())) == ("running", 0, 1)
+    execute_run(store, status.run_ids[0][0])
+    status = advance_recipe(store, launch)
+    assert status.stage == 1 and len(status.run_ids[1]) == 3
+    assert advance_recipe(store, launch).run_ids == status.run_ids  # nothing queued twice
+    partial = recipe_results(store, launch)
+    assert partial["status"] == "running" and partial["runs"][0]["status"] == "done"
+
+
+def test_efficiency_curve_and_figure() -> None:
+    rows = [
+        {
+            "strategy": s,
+            "per_class": n,
+            "train_per_class": n or 40,
+            "status": "done",
+            "best_val_acc": acc + 0.01 * seed,
+        }
+        for s, base in (("scratch", 0.5), ("feature_extractor", 0.8))
+        for n in (5, None)
+        for seed in range(3)
+        for acc in [base + (0.1 if n is None else 0)]
+    ]
+    curve = recipes.efficiency_curve(rows)
+    fe_all = next(
+        c for c in curve if c["strategy"] == "feature_extractor" and c["per_class"] is None
+    )
+    assert fe_all["images_per_class"] == 40 and fe_all["seeds"] == 3
+    assert fe_all["mean"] == pytest.approx(0.91) and fe_all["std"] == pytest.approx(0.01)
+    fig = efficiency_figure({"curve": curve})
+    assert [t.name for t in fig.data] == ["feature_extractor", "scratch"]
+    assert fig.layout.xaxis.type == "log"
+
+
+@pytest.mark.slow
+def test_data_efficiency_end_to_end_tiny(stripes: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["recipe", "data-efficiency", "--data", str(stripes), "--offline"]
+    assert main([*args, "--sizes", "2", "--seeds", "1", "--epochs", "1", "--json"]) == 0
+    res = last_json(capsys.readouterr().out)
+    assert res["status"] == "done" and res["chart"] == "efficiency"
+    assert sorted(c["strategy"] for c in res["curve"]) == [
+        "feature_extractor",
+        "full_finetune",
+        "scratch",
+    ]
+    assert {r["num_train"] for r in res["runs"]} == {4}  # 2 per class, 2 classes
+    assert any("efficientnet_lite0" in n for n in res["notes"])
+    assert list(recipe_figures(RunStore(), res)) == ["Accuracy against training images per class"]
+
+
+def test_plan_stages_are_plain_runspecs() -> None:
+    p = plan("fashion-ab")
+    assert all(isinstance(s, Stage) for s in p.stages)
+    assert all(type(spec).__name__ == "RunSpec" for spec in p.specs)
