@@ -464,7 +464,7 @@ def queue_view(store, workspace: str | None = None) -> list[dict]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    taken = run_worker(once=args.once, poll=args.poll, idle_exit=args.idle_exit)
+    taken = run_worker(once=args.once, poll=args.poll, idle_exit=args.idle_exit, nice=args.nice)
     print(json.dumps({"runs": taken}) if args.json else f"worker took {taken} run(s)")
     return 0
 
@@ -480,6 +480,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=IDLE_EXIT,
         help="exit after this many seconds with nothing queued",
+    )
+    p.add_argument(
+        "--nice", type=int, default=NICENESS, help="how much lower its priority is (0: same)"
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_worker)

@@ -1,0 +1,89 @@
+"""Experiments page: the preview before starting, Start queues runs, the queue shows
+position and expected start, Cancel, the per-workspace limit."""
+
+from __future__ import annotations
+
+import pytest
+from app_fixtures import app_at
+
+from tl_core.data.sources import import_folder
+from tl_core.runs import RunStore
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+
+
+@pytest.fixture
+def stripes_set(stripes) -> str:
+    import_folder(stripes, "stripes")
+    return "stripes"
+
+
+def test_without_data_it_points_to_the_data_page():
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    assert "No data set" in at.info[0].value
+    assert "Nothing queued" in at.markdown[-1].value
+
+
+def test_preview_shows_trainable_parameters_diagrams_and_estimate(stripes_set):
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    assert at.selectbox(key="exp_data").value == "stripes"
+    assert at.selectbox(key="exp_backbone").value == "efficientnet_lite0"
+    preview = at.dataframe[0].value
+    assert list(preview["strategy"]) == [
+        "scratch",
+        "feature_extractor",
+        "partial_finetune",
+        "full_finetune",
+    ]
+    scratch, frozen = (int(v.replace(",", "")) for v in preview["trainable parameters"][:2])
+    assert frozen == 1280 * 2 + 2 < scratch  # only the new head trains
+    assert all(preview["estimated time per run"] != "-")
+    assert len(at.get("plotly_chart")) == 4  # one frozen/trains diagram per strategy
+
+
+def test_start_queues_runs_and_the_queue_shows_them(stripes_set):
+    at = app_at("pages/experiments.py")
+    at.selectbox(key="exp_backbone").set_value("small_cnn").run()
+    at.multiselect(key="exp_strategies").set_value(["scratch"]).run()
+    at.number_input(key="exp_seeds").set_value(2).run()
+    at.number_input(key="exp_epochs").set_value(1).run()
+    assert at.button(key="exp_start").label == "Start 2 run(s)"
+    at.button(key="exp_start").click().run()
+    assert not at.exception
+    assert "Queued 2 run(s)" in at.success[0].value
+    queue = RunStore().queue()
+    assert [(r["strategy"], r["seed"], r["status"]) for r in queue] == [
+        ("scratch", 0, "queued"),
+        ("scratch", 1, "queued"),
+    ]
+    texts = " ".join(m.value for m in at.markdown)
+    assert "queued, position 1, expected to start in" in texts
+    assert "queued, position 2" in texts
+    # Cancel the second run from its button.
+    at.button(key=f"cancel_{queue[1]['id']}").click().run()
+    assert RunStore().get(queue[1]["id"])["status"] == "cancelled"
+    assert len(RunStore().queue()) == 1
+
+
+def test_small_cnn_without_a_starting_run_is_explained(stripes_set):
+    at = app_at("pages/experiments.py")
+    at.selectbox(key="exp_backbone").set_value("small_cnn").run()
+    assert not at.exception
+    assert any("needs a starting point" in w.value for w in at.warning)
+    assert at.button(key="exp_start").label == "Start 1 run(s)"  # scratch only
+
+
+def test_queue_limit_per_workspace(stripes_set, monkeypatch):
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "1")
+    at = app_at("pages/experiments.py")
+    at.selectbox(key="exp_backbone").set_value("small_cnn").run()
+    at.number_input(key="exp_seeds").set_value(2).run()
+    at.button(key="exp_start").click().run()
+    assert not at.exception
+    assert "limit of 1" in at.error[0].value
+    assert RunStore().queue() == []

@@ -1,0 +1,72 @@
+"""Results page: two stored runs in the table, the four overlay charts, one run in detail,
+the downloads."""
+
+from __future__ import annotations
+
+import pytest
+from app_fixtures import app_at, finished_runs
+
+from tl_core import report
+from tl_core.runs import RunStore
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two finished small_cnn runs (seeds 0 and 1) in a lab home shared by this module."""
+    from conftest import make_stripes_dataset
+
+    root = tmp_path_factory.mktemp("results")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TL_LAB_HOME", str(root / "home"))
+    ids = finished_runs(make_stripes_dataset(root / "stripes"), seeds=2)
+    mp.undo()
+    return root / "home", ids
+
+
+@pytest.fixture
+def home_with_runs(two_runs, monkeypatch):
+    home, ids = two_runs
+    monkeypatch.setenv("TL_LAB_HOME", str(home))
+    return ids
+
+
+def test_without_runs_it_points_to_experiments():
+    at = app_at("pages/results.py")
+    assert not at.exception
+    assert "No finished runs" in at.info[0].value
+
+
+def test_two_runs_table_overlays_and_detail(home_with_runs):
+    at = app_at("pages/results.py")
+    assert not at.exception
+    assert sorted(at.multiselect(key="res_runs").value) == sorted(home_with_runs)
+    table = at.dataframe[0].value
+    assert sorted(table["run"]) == sorted(home_with_runs)
+    assert set(table["strategy"]) == {"scratch"} and set(table["seed"]) == {0, 1}
+    charts = at.get("plotly_chart")
+    # Four overlays, strategy bars, accuracy vs time, two runs' curves and acc-vs-loss,
+    # confusion matrix and per-class accuracy.
+    assert len(charts) == 4 + 2 + 2 * 2 + 2
+    assert any("Misclassified validation images" in m.value for m in at.markdown)
+    assert [b.label for b in at.get("download_button")] == ["Run report (HTML)", "Metrics (CSV)"]
+
+
+def test_one_run_selected(home_with_runs):
+    at = app_at("pages/results.py")
+    at.multiselect(key="res_runs").set_value(home_with_runs[:1]).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["run"]) == home_with_runs[:1]
+
+
+def test_report_and_csv(home_with_runs):
+    store = RunStore()
+    html = report.html_report(store, home_with_runs)
+    assert "plotly" in html and home_with_runs[0] in html and "torch" in html
+    csv = report.metrics_csv(store, home_with_runs).splitlines()
+    assert csv[0].startswith("run,label,strategy,epoch,train_loss,train_acc,val_loss,val_acc")
+    assert len(csv) == 1 + 2 * 2  # two runs, two epochs each

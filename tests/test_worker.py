@@ -1,0 +1,152 @@
+"""The background worker: one per lab home, trains the queue, heartbeat, orphaned and
+stale runs, clean stop on SIGTERM, queue positions and expected starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from app_fixtures import small_specs
+
+from tl_core import worker
+from tl_core.cli import main
+from tl_core.jobs import queue_runs
+from tl_core.runs import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def test_worker_once_trains_the_queue_in_order(stripes, lab_home):
+    store = RunStore()
+    ids = queue_runs(store, small_specs(stripes, seeds=2, epochs=1))
+    assert worker.run_worker(once=True, nice=0) == 2
+    runs = [store.get(i) for i in ids]
+    assert [r["status"] for r in runs] == ["done", "done"]
+    assert runs[0]["started"] <= runs[1]["started"]
+    assert not (lab_home / worker.HEARTBEAT_FILE).exists()  # removed on exit
+    assert not worker.worker_running(lab_home)  # lock released
+
+
+def test_only_one_worker_per_lab_home(lab_home):
+    lock = worker.WorkerLock(lab_home)
+    assert lock.acquire()
+    try:
+        assert worker.worker_running(lab_home)
+        assert worker.run_worker(once=True) == 0
+    finally:
+        lock.release()
+    assert not worker.worker_running(lab_home)
+
+
+def test_orphaned_and_stale_runs_are_failed_with_a_reason(stripes):
+    store = RunStore()
+    dead, stale, alive = queue_runs(store, small_specs(stripes, seeds=3))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store.update(dead, status="running", worker_pid=gone.pid, heartbeat=time.time())
+    store.update(stale, status="running", worker_pid=os.getpid(), heartbeat=time.time() - 999)
+    store.update(alive, status="running", worker_pid=os.getpid(), heartbeat=time.time())
+    assert sorted(worker.fail_orphans(store, stale_after=60)) == sorted([dead, stale])
+    assert "stopped before the run finished" in store.get(dead)["error"]
+    assert "no heartbeat" in store.get(stale)["error"]
+    assert store.get(alive)["status"] == "running"
+
+
+def test_queue_view_positions_and_expected_start(stripes):
+    store = RunStore()
+    first, second, third = queue_runs(store, small_specs(stripes, seeds=3))
+    store.claim_next(os.getpid())  # the first one runs
+    view = worker.queue_view(store)
+    assert [(r["id"], r["position"]) for r in view] == [(first, 0), (second, 1), (third, 2)]
+    assert view[1]["expected_start"] >= time.time() - 1
+    assert view[2]["expected_start"] == pytest.approx(
+        view[1]["expected_start"] + view[1]["estimate"]
+    )
+    assert worker.queue_view(store, workspace="someone-else") == []
+
+
+def test_estimates_learn_from_past_runs(stripes):
+    store = RunStore()
+    spec = small_specs(stripes, seeds=1, epochs=4)[0]
+    rough = worker.estimate_seconds(spec, 100, 20, store)
+    assert rough.basis == "rough table" and rough.seconds > 0
+    (run_id,) = queue_runs(store, [spec])
+    store.finish(run_id, "done", train_seconds=12.0, epoch=4, num_train=100, num_val=20)
+    learned = worker.estimate_seconds(spec, 100, 20, store)
+    assert learned.basis == "past runs here"
+    assert learned.seconds == pytest.approx(12.0)
+
+
+def test_ensure_worker_starts_one_detached_worker_that_trains(stripes, lab_home, monkeypatch):
+    monkeypatch.setenv("TL_LAB_WORKER_IDLE_EXIT", "1")
+    store = RunStore()
+    (run_id,) = queue_runs(store, small_specs(stripes, seeds=1, epochs=1))
+    pid = worker.ensure_worker(lab_home)
+    assert pid
+    try:
+        wait_for(lambda: worker.worker_running(lab_home), 30)
+        assert worker.ensure_worker(lab_home) is None  # one is running already
+        wait_for(lambda: store.get(run_id)["status"] == "done", 120)
+        status = worker.worker_status(lab_home)
+        assert status["running"] in (True, False)
+        wait_for(lambda: not worker.worker_running(lab_home), 30)  # idle exit
+    finally:
+        if worker.worker_running(lab_home):  # still ours: the lock is held while it lives
+            os.kill(pid, signal.SIGKILL)
+    assert "started" in (lab_home / worker.LOG_FILE).read_text()
+
+
+def test_sigterm_fails_the_run_in_progress_with_the_reason(stripes, lab_home):
+    store = RunStore()
+    (run_id,) = queue_runs(store, small_specs(stripes, seeds=1, epochs=500))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tl_core", "worker", "--idle-exit", "1"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: store.get(run_id)["phase"] == "training", 90)
+        beat = json.loads((lab_home / worker.HEARTBEAT_FILE).read_text())
+        assert beat["pid"] == proc.pid and beat["run_id"] == run_id
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    record = store.get(run_id)
+    assert record["status"] == "failed"
+    assert "worker was stopped (SIGTERM)" in record["error"]
+    assert not worker.worker_running(lab_home)
+
+
+def test_cli_worker_once(stripes, capsys):
+    store = RunStore()
+    (run_id,) = queue_runs(store, small_specs(stripes, seeds=1, epochs=1))
+    assert main(["worker", "--once", "--nice", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"runs": 1}
+    assert store.get(run_id)["status"] == "done"
+
+
+def test_format_duration():
+    assert worker.format_duration(42) == "42 s"
+    assert worker.format_duration(185) == "3 min 5 s"
+    assert worker.format_duration(3720) == "1 h 2 min"
