@@ -13,6 +13,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from tl_core.errors import DISK_ERRNOS, LabError, disk_error_message
 
@@ -23,9 +24,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (argparse prints usage plus the line)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(
-            2, f"error: {message} (see `python -m tl_core {self.prog.split(' ', 1)[-1]} --help`)\n"
-        )
+        command = self.prog.removeprefix("python -m tl_core").strip()
+        hint = f"python -m tl_core {command} --help" if command else "python -m tl_core --help"
+        self.exit(2, f"error: {message} (see `{hint}`)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -89,6 +90,7 @@ class _Bars:
                 file=sys.stderr,
                 leave=False,
                 mininterval=0.5,
+                disable=None,  # bars in a terminal; logs and pipes get the epoch lines only
             )
             self.key = key
         return self.bar
@@ -185,6 +187,8 @@ def _spec(args: argparse.Namespace, strategy: str, seed: int | None = None):
     from tl_core.jobs import RunSpec
     from tl_core.train import TrainConfig
 
+    if args.weights is not None and not Path(args.weights).expanduser().is_file():
+        raise LabError(f"weights file not found: {args.weights}")
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -458,7 +462,10 @@ def _plugins() -> list:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except LabError as exc:
