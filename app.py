@@ -18,7 +18,9 @@ from tl_core.presets import PRESETS, queue_preset
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
-st.set_page_config(page_title="Transfer Learning Lab", page_icon="🔬", layout="wide")
+st.set_page_config(
+    page_title="Transfer Learning Lab", page_icon=":material/biotech:", layout="wide"
+)
 
 
 def _set_workspace() -> None:
@@ -50,7 +52,7 @@ def downloads_reachable() -> bool:
 
 def home() -> None:
     ws = st.session_state.get("workspace", "")
-    st.title("🔬 Transfer Learning Lab")
+    st.title("Transfer Learning Lab")
     st.write(
         "Train a network on a handful of your own pictures, starting from one that learned "
         "ImageNet's million photos, and compare the ways of doing it: from **scratch**, as a "
@@ -62,25 +64,25 @@ def home() -> None:
             "Pretrained downloads are unreachable from this server, so `resnet18` and `vgg16` "
             "work only if their weights are already cached here. **`efficientnet_lite0` works "
             "offline**: its ImageNet weights ship with the lab.",
-            icon="📴",
+            icon=":material/cloud_off:",
         )
     st.header("Quick start")
     c1, c2, c3 = st.columns(3)
     with c1:
         st.subheader("1. Pick data")
         st.write("Build the `shapes` set, upload a zip, or snap webcam pictures per class.")
-        st.page_link("pages/data.py", label="Data", icon="🖼️")
+        st.page_link("pages/data.py", label="Data", icon=":material/photo_library:")
     with c2:
         st.subheader("2. Run a comparison")
         st.write("Choose a backbone and strategies; Start queues the runs.")
-        st.page_link("pages/experiments.py", label="Experiments", icon="🧪")
+        st.page_link("pages/experiments.py", label="Experiments", icon=":material/science:")
     with c3:
         st.subheader("3. Read the results")
         st.write("Accuracy and loss per epoch, time, confusion matrix, mistakes.")
-        st.page_link("pages/results.py", label="Results", icon="📈")
+        st.page_link("pages/results.py", label="Results", icon=":material/monitoring:")
 
     preset = PRESETS["classroom_quick"]
-    st.info(f"**{preset.title}** — {preset.idea}", icon="⚡")
+    st.info(f"**{preset.title}** — {preset.idea}", icon=":material/bolt:")
     if st.button("Run the classroom quick comparison", key="classroom_quick", type="primary"):
         try:
             queue_preset(
@@ -123,12 +125,12 @@ if RunStore().queue():
 
 page = st.navigation(
     [
-        st.Page(home, title="Home", icon="🏠", default=True),
-        st.Page("pages/data.py", title="Data", icon="🖼️"),
-        st.Page("pages/experiments.py", title="Experiments", icon="🧪"),
-        st.Page("pages/results.py", title="Results", icon="📈"),
-        st.Page("pages/predict.py", title="Predict", icon="🔍"),
-        st.Page("pages/learn.py", title="Learn", icon="🎓"),
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+        st.Page("pages/experiments.py", title="Experiments", icon=":material/science:"),
+        st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ]
 )
 page.run()

@@ -15,9 +15,9 @@ from tl_core.errors import LabError
 
 ws = st.session_state.get("workspace", "")
 PAGE_SIZE = 24
-NEW = "➕ new data set"
+NEW = "(new data set)"
 
-st.title("🖼️ Data")
+st.title("Data")
 
 if "data_next" in st.session_state:  # select the set an import just made
     st.session_state["data_set"] = st.session_state.pop("data_next")

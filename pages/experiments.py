@@ -77,11 +77,11 @@ def recipes_panel() -> None:
                     st.error(str(exc))
 
 
-st.title("🧪 Experiments")
+st.title("Experiments")
 datasets = workspaces.list_datasets(ws)
 if not datasets:
     st.info("No data set in this workspace yet: build one on the Data page first.")
-    st.page_link("pages/data.py", label="Go to Data", icon="🖼️")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
 else:
     names = [d.name for d in datasets]
     c1, c2 = st.columns(2)
@@ -262,7 +262,9 @@ def queue_panel() -> None:
                         f"{charts.run_label(r)} failed: {(r.get('error') or '').splitlines()[0]}"
                     )
             if len(finished) == len(runs):
-                st.page_link("pages/results.py", label="See the results", icon="📈")
+                st.page_link(
+                    "pages/results.py", label="See the results", icon=":material/monitoring:"
+                )
 
 
 queue_panel()

@@ -61,7 +61,7 @@ consistent directions (0.9 is the classic value).""",
     ),
 ]
 
-st.title("🎓 Learn")
+st.title("Learn")
 for n, (title, text, preset_key, strategies) in enumerate(IDEAS):
     st.header(title)
     st.markdown(text)

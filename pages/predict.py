@@ -24,7 +24,7 @@ def cached_model(home: str, run_id: str) -> TrainedModel:
     return load_trained(RunStore(home), run_id)
 
 
-st.title("🔍 Predict")
+st.title("Predict")
 runs = store.list(status="done", workspace=ws, limit=200)
 if not runs:
     st.info("No finished run in this workspace yet: train one on the Experiments page.")

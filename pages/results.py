@@ -11,12 +11,12 @@ from tl_core.runs import RunStore
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()
-st.title("📈 Results")
+st.title("Results")
 
 runs = store.list(status=("done", "cancelled", "failed"), workspace=ws, limit=300)
 if not runs:
     st.info("No finished runs in this workspace yet: start some on the Experiments page.")
-    st.page_link("pages/experiments.py", label="Go to Experiments", icon="🧪")
+    st.page_link("pages/experiments.py", label="Go to Experiments", icon=":material/science:")
     st.stop()
 
 by_id = {r["id"]: r for r in runs}
@@ -141,4 +141,4 @@ c2.download_button(
 )
 if done:
     st.caption("To export a trained model (state_dict, TorchScript, ONNX), open it on Predict.")
-    st.page_link("pages/predict.py", label="Predict and export", icon="🔍")
+    st.page_link("pages/predict.py", label="Predict and export", icon=":material/image_search:")

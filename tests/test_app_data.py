@@ -83,4 +83,4 @@ def test_rename_class_and_workspace_separation(tmp_path):
     assert not at.exception
     assert "asterisk" in load_manifest("team-b--shapes").classes
     other = app_at("pages/data.py")  # the default workspace sees none of it
-    assert other.selectbox(key="data_set").options == ["➕ new data set"]
+    assert other.selectbox(key="data_set").options == ["(new data set)"]
