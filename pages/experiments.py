@@ -8,7 +8,7 @@ import uuid
 import pandas as pd
 import streamlit as st
 
-from tl_core import charts, workspaces
+from tl_core import charts, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec
@@ -47,34 +47,37 @@ def trainable(backbone: str, strategy: str, blocks: int, num_classes: int) -> tu
     return count_params(built.model)
 
 
+@st.cache_data(ttl=600, show_spinner=False)
+def online() -> bool:
+    return machine.downloads_reachable()
+
+
 def recipes_panel() -> None:
-    """One-click recipes (tl_core.recipes), when that module is there."""
-    try:
-        from tl_core import recipes
-    except ModuleNotFoundError:
-        return
-    listing = getattr(recipes, "list_recipes", None) or getattr(recipes, "RECIPES", None)
-    if listing is None:
-        return
-    items = listing() if callable(listing) else listing
-    items = list(items.values()) if isinstance(items, dict) else list(items)
-    if not items:
-        return
-    with st.expander("One-click recipes", expanded=False):
-        for recipe in items:
-            name = getattr(recipe, "name", None) or getattr(recipe, "key", str(recipe))
-            st.markdown(
-                f"**{getattr(recipe, 'title', name)}** — {getattr(recipe, 'description', '')}"
-            )
-            if st.button(f"Queue {name}", key=f"recipe_{name}") and hasattr(
-                recipes, "queue_recipe"
-            ):
+    """Named experiments from `tl_core.recipes`, one click each (offline variants offline)."""
+    offline = not online()
+    with st.expander("One-click recipes: published experiments, reproduced here"):
+        if offline:
+            st.caption("Offline: recipes swap downloads for efficientnet_lite0 and offline sets.")
+        for name, recipe in recipes.RECIPES.items():
+            st.markdown(f"**{recipe.title}** — {recipe.description}")
+            if st.button(f"Queue {name}", key=f"recipe_{name}"):
                 try:
-                    recipes.queue_recipe(store, name, workspace=ws)
-                    ensure_worker()
-                    st.success(f"{name} queued")
+                    with st.spinner("Preparing its data…"):
+                        plan = recipes.plan(name, offline=offline)
+                        workspaces.check_room(store, ws, len(plan.stages[0].specs))
+                        recipes.prepare_data(plan)
+                    recipes.start_recipe(
+                        store,
+                        plan,
+                        workspace=ws,
+                        launch_id=f"r{st.session_state['exp_request'][:12]}",
+                    )
                 except LabError as exc:
                     st.error(str(exc))
+                else:
+                    st.session_state["exp_request"] = str(uuid.uuid4())
+                    ensure_worker()
+                    st.success(f"Recipe {name} queued; later stages queue themselves.")
 
 
 st.title("Experiments")

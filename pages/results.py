@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import charts, report
+from tl_core import charts, recipes, report
 from tl_core.errors import LabError
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
+from tl_core.recipes_charts import recipe_figures
 from tl_core.runs import RunStore
 
 ws = st.session_state.get("workspace", "")
@@ -60,22 +61,22 @@ c2.plotly_chart(charts.acc_vs_time(selected), key="acc_vs_time")
 
 
 def reference_figures(run_list: list[dict]) -> None:
-    """A recipe's published figures beside ours, when the runs came from a recipe."""
-    try:
-        from tl_core import recipes
-    except ModuleNotFoundError:
-        return
-    lookup = getattr(recipes, "reference_figures", None)
-    for name in dict.fromkeys(r.get("recipe") for r in run_list if r.get("recipe")):
-        if lookup is None:
-            break
+    """A recipe's reference figures beside what its runs measured here."""
+    for name in dict.fromkeys(r["recipe"] for r in run_list if r.get("recipe")):
+        ids = [r["id"] for r in run_list if r.get("recipe") == name]
         try:
-            refs = lookup(name)
-        except LabError:
+            results = recipes.recipe_results(store, run_ids=ids)
+        except LabError as exc:
+            st.warning(str(exc))
             continue
-        if refs:
-            st.subheader(f"Reference figures for recipe {name}")
-            st.dataframe(refs, hide_index=True)
+        st.subheader(f"Recipe: {results['title']}")
+        st.markdown(results["reference"]["text"])
+        if results["reference"]["source"]:
+            st.caption(f"Source: {results['reference']['source']}")
+        for note in results["notes"]:
+            st.caption(note)
+        for title, fig in recipe_figures(store, results).items():
+            st.plotly_chart(fig, key=f"recipe_{name}_{title}")
 
 
 reference_figures(selected)

@@ -87,3 +87,21 @@ def test_queue_limit_per_workspace(stripes_set, monkeypatch):
     assert not at.exception
     assert "limit of 1" in at.error[0].value
     assert RunStore().queue() == []
+
+
+def test_recipes_are_one_click(monkeypatch):
+    from tl_core import machine
+
+    monkeypatch.setattr(machine, "downloads_reachable", lambda timeout=2.0: False)
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    assert at.button(key="recipe_data-efficiency")
+    at.button(key="recipe_data-efficiency").click().run()
+    assert not at.exception
+    assert "Recipe data-efficiency queued" in at.success[0].value
+    queued = RunStore().queue()
+    assert queued and {r["recipe"] for r in queued} == {"data-efficiency"}
+    assert {r["backbone"] for r in queued} == {"efficientnet_lite0"}  # offline variant

@@ -209,7 +209,7 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
                 str(next(shapes.iterdir()))
             )
             expect(page.locator("[data-testid='stImage']").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("probability").first).to_be_visible()
+            expect(page.locator("[data-testid='stDataFrame']").first).to_be_visible()
             shoot(page, "6-predict")
 
             open_page(page, "learn", "Why small data sets need transfer")

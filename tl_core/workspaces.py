@@ -17,7 +17,7 @@ import re
 from tl_core.errors import LabError
 
 SEPARATOR = "--"
-MAX_QUEUED_DEFAULT = 12
+MAX_QUEUED_DEFAULT = 48  # a data-efficiency recipe is 45 runs
 _WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -61,7 +61,7 @@ def list_datasets(workspace: str) -> list:
 
 
 def max_queued() -> int:
-    """Queued runs allowed per workspace (`TL_LAB_MAX_QUEUED`, default 12)."""
+    """Queued runs allowed per workspace (`TL_LAB_MAX_QUEUED`, default 48)."""
     try:
         return max(1, int(os.environ.get("TL_LAB_MAX_QUEUED", MAX_QUEUED_DEFAULT)))
     except ValueError:
@@ -77,14 +77,19 @@ def queue_runs(store, specs: list, *, workspace: str, request_id: str | None = N
         existing = [r for r in store.list(workspace=workspace) if r.get("request_id") == request_id]
         if existing:  # the same click arriving twice
             return [r["id"] for r in sorted(existing, key=lambda r: r["created"])]
+    check_room(store, workspace, len(specs))
+    return queue(store, specs, request_id=request_id, workspace=workspace)
+
+
+def check_room(store, workspace: str, adding: int) -> None:
+    """Raise LabError when `adding` more runs would pass the workspace's queue limit."""
     waiting = len(store.queue(workspace=workspace))
     limit = max_queued()
-    if waiting + len(specs) > limit:
+    if waiting + adding > limit:
         raise LabError(
-            f"this workspace already has {waiting} run(s) queued or running, and {len(specs)} "
+            f"this workspace already has {waiting} run(s) queued or running, and {adding} "
             f"more would pass its limit of {limit}; wait for some to finish or cancel them"
         )
-    return queue(store, specs, request_id=request_id, workspace=workspace)
 
 
 def server_folders_allowed() -> bool:
