@@ -258,7 +258,14 @@ def queue_panel() -> None:
         if finished:
             st.subheader("Latest comparison")
             table = charts.summary_table(sorted(runs, key=lambda r: r["created"]))
-            st.dataframe(table, hide_index=True)
+            st.dataframe(
+                table,
+                hide_index=True,
+                column_config={
+                    "best val acc": st.column_config.NumberColumn(format="percent"),
+                    "final val acc": st.column_config.NumberColumn(format="percent"),
+                },
+            )
             for r in finished:
                 if r["status"] == "failed":
                     st.error(

@@ -63,3 +63,30 @@ def stripes(tmp_path: Path) -> Path:
 @pytest.fixture
 def stripes3(tmp_path: Path) -> Path:
     return make_stripes_dataset(tmp_path / "stripes3", classes=("horizontal", "noise", "vertical"))
+
+
+# ---------------------------------------------------------------- web app (tests/test_app_*.py)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A lab home with two finished small_cnn runs (seeds 0 and 1), shared by the tests
+    that only read it; use it through `home_with_runs`."""
+    from app_fixtures import finished_runs
+
+    root = tmp_path_factory.mktemp("trained")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TL_LAB_HOME", str(root / "home"))
+    try:
+        ids = finished_runs(make_stripes_dataset(root / "stripes"), seeds=2)
+    finally:
+        mp.undo()
+    return root / "home", ids
+
+
+@pytest.fixture
+def home_with_runs(trained_home, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """This test's lab home is the shared one with two finished runs; returns their ids."""
+    home, ids = trained_home
+    monkeypatch.setenv("TL_LAB_HOME", str(home))
+    return ids

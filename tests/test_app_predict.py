@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from app_fixtures import app_at, finished_runs, image_bytes
+from app_fixtures import app_at, image_bytes
 from PIL import Image
 
 from tl_core import gradcam
@@ -19,8 +19,8 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def runs(stripes):
-    return finished_runs(stripes, seeds=2)
+def runs(home_with_runs):
+    return home_with_runs
 
 
 def test_without_runs_it_says_so():

@@ -4,7 +4,7 @@ the downloads."""
 from __future__ import annotations
 
 import pytest
-from app_fixtures import app_at, finished_runs
+from app_fixtures import app_at
 
 from tl_core import report
 from tl_core.runs import RunStore
@@ -13,26 +13,6 @@ from tl_core.runs import RunStore
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
-
-
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """Two finished small_cnn runs (seeds 0 and 1) in a lab home shared by this module."""
-    from conftest import make_stripes_dataset
-
-    root = tmp_path_factory.mktemp("results")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TL_LAB_HOME", str(root / "home"))
-    ids = finished_runs(make_stripes_dataset(root / "stripes"), seeds=2)
-    mp.undo()
-    return root / "home", ids
-
-
-@pytest.fixture
-def home_with_runs(two_runs, monkeypatch):
-    home, ids = two_runs
-    monkeypatch.setenv("TL_LAB_HOME", str(home))
-    return ids
 
 
 def test_without_runs_it_points_to_experiments():

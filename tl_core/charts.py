@@ -256,4 +256,4 @@ def strategy_diagram(backbone_name: str, strategy: str, trainable_blocks: int = 
     backbone = get_backbone(backbone_name)
     prefixes = trainable_prefixes(backbone, strategy, trainable_blocks)
     flags = [prefixes == ("",) or all(m in prefixes for m in g) for g in backbone.layer_groups]
-    return layer_diagram(backbone.group_names, flags, f"{strategy} ({backbone.name})")
+    return layer_diagram(backbone.group_names, flags, strategy)
