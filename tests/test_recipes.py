@@ -244,10 +244,14 @@ def test_fashion_ab_end_to_end_on_a_tiny_fake_set(
     assert [s["label"] for s in again["summary"]] == [s["label"] for s in res["summary"]]
 
     figures = recipe_figures(store, res)
-    assert list(figures)[:2] == ["Measured beside the reference", "All models overlaid"]
-    assert len(figures) == 2 + 4
-    overlay = figures["All models overlaid"]
-    assert {t.name for t in overlay.data} == {r["label"] for r in res["runs"]}
+    assert list(figures)[:3] == [
+        "Measured beside the reference",
+        "All models: train accuracy",
+        "All models: train loss",
+    ]
+    assert len(figures) == 1 + 4 + 2 * 4  # reference, overlays, then two per model
+    overlay = figures["All models: validation accuracy"]
+    assert [t.name.rsplit(" (", 1)[0] for t in overlay.data] == [r["label"] for r in res["runs"]]
 
 
 @pytest.mark.slow
