@@ -1,16 +1,24 @@
-"""The fixed-feature-extractor fast path.
+"""The fast paths for frozen layers: cached features and cached frozen-prefix outputs.
 
 With the backbone frozen, its output for an image never changes, so there is no reason to
 push every image through it every epoch as the classic loop does. The features are computed
 once and cached on disk, keyed by the images, backbone, weights and transform. With
 augmentation on, `views` augmented versions of each training image are cached, and each epoch
 draws one of them per image; the head then trains on cached tensors in milliseconds.
+
+Partial fine-tuning is the same idea one cut earlier: `split_frozen_prefix` cuts the network
+into the frozen prefix and the trainable rest, `compute_prefix_cache` runs the prefix once per
+augmented view without autograd (in eval mode, as frozen layers should be) and keeps its
+outputs in a compact dtype, and only the rest trains each epoch. Where the outputs would not
+fit in `PREFIX_CACHE_BYTES`, fewer views are cached; where not even one fits, the prefix runs
+every batch, still without autograd (`FrozenPrefix`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -23,8 +31,10 @@ from torch.utils.data import Dataset
 
 from tl_core import paths
 from tl_core.data.folder import DecodedImages, TensorImageDataset
-from tl_core.models import Backbone, get_module, set_module
-from tl_core.train import autocast
+from tl_core.models import Backbone, get_module, set_module, trainable_prefixes
+from tl_core.train import Cancelled, autocast
+
+PREFIX_CACHE_BYTES = 1 << 30  # cached prefix outputs of all views, at most (1 GiB)
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -182,10 +192,13 @@ def compute_features(
 
 
 class FeatureViews(Dataset):
-    """Cached training features; each access draws one of the image's augmented views."""
+    """Cached training features; each access draws one of the image's augmented views.
+
+    `features` may be stored in a compact dtype (bf16); items and batches come out as float32.
+    """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        self.features = features  # [views, N, D]
+        self.features = features  # [views, N, ...]
         self.labels = labels
 
     def __len__(self) -> int:
@@ -193,7 +206,11 @@ class FeatureViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         view = int(torch.randint(self.features.shape[0], (1,)))
-        return self.features[view, index], self.labels[index]
+        return self.features[view, index].float(), self.labels[index]
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        views = torch.randint(self.features.shape[0], (indices.shape[0],))
+        return self.features[views, indices].float(), self.labels[indices]
 
 
 class Features(Dataset):
@@ -204,4 +221,219 @@ class Features(Dataset):
         return self.features.shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.features[index], self.labels[index]
+        return self.features[index].float(), self.labels[index]
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[indices].float(), self.labels[indices]
+
+
+# ---------------------------------------------------------------------------- frozen prefix
+
+
+class _Lite0Block(nn.Module):
+    """An EfficientNet MBConv block with the drop-connect rate its network would pass it."""
+
+    def __init__(self, block: nn.Module, rate: float) -> None:
+        super().__init__()
+        self.block, self.rate = block, rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x, drop_connect_rate=self.rate)
+
+
+def layer_sequence(model: nn.Module, backbone: Backbone) -> list[tuple[str, nn.Module]] | None:
+    """The network as an ordered list of (module path, module) whose composition is `model`.
+
+    Parameter-free glue (activations, pooling, flatten) has the path of the module it
+    follows or "". None for an architecture this function does not know.
+    """
+    from torchvision.models import VGG, ResNet
+
+    from tl_core.models import SmallCNN
+
+    def named(*names: str) -> list[tuple[str, nn.Module]]:
+        return [(n, model.get_submodule(n)) for n in names]
+
+    if isinstance(model, ResNet):
+        return [
+            *named("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"),
+            *named("avgpool"),
+            ("", nn.Flatten(1)),
+            *named("fc"),
+        ]
+    if isinstance(model, VGG):
+        return [
+            *[(f"features.{i}", m) for i, m in enumerate(model.features)],
+            *named("avgpool"),
+            ("", nn.Flatten(1)),
+            *[(f"classifier.{i}", m) for i, m in enumerate(model.classifier)],
+        ]
+    if isinstance(model, SmallCNN):
+        return named("block1", "block2", "block3", "pool", "fc1", "fc2", "classifier")
+    if type(model).__name__ == "EfficientNet" and hasattr(model, "_blocks"):
+        rate = model._global_params.drop_connect_rate or 0.0
+        n = len(model._blocks)
+        blocks = [
+            (f"_blocks.{i}", _Lite0Block(b, rate * i / n)) for i, b in enumerate(model._blocks)
+        ]
+        if getattr(model._global_params, "local_pooling", False):
+            return None
+        return [
+            *named("_conv_stem", "_bn0", "_swish"),
+            *blocks,
+            *named("_conv_head", "_bn1", "_swish", "_avg_pooling"),
+            ("", nn.Flatten(1)),
+            *named("_dropout", "_fc"),
+        ]
+    return None
+
+
+def split_frozen_prefix(
+    model: nn.Module, backbone: Backbone, strategy: str, trainable_blocks: int = 1
+) -> tuple[nn.Sequential, nn.Sequential] | None:
+    """(frozen prefix, trainable rest) sharing `model`'s modules, or None when there is no cut.
+
+    Training the rest trains `model`. None when the architecture is unknown, when nothing
+    before the first trainable layer is frozen, or when the pieces do not cover the model.
+    """
+    pieces = layer_sequence(model, backbone)
+    if pieces is None:
+        return None
+    train_paths = trainable_prefixes(backbone, strategy, trainable_blocks)
+
+    def trains(path: str) -> bool:
+        return any(p == "" or path == p or path.startswith(p + ".") for p in train_paths)
+
+    cut = next((i for i, (path, _) in enumerate(pieces) if path and trains(path)), None)
+    if not cut:
+        return None
+    prefix = nn.Sequential(*(m for _, m in pieces[:cut]))
+    rest = nn.Sequential(*(m for _, m in pieces[cut:]))
+    covered = {id(p) for p in prefix.parameters()} | {id(p) for p in rest.parameters()}
+    if covered != {id(p) for p in model.parameters()}:
+        return None
+    if any(p.requires_grad for p in prefix.parameters()):
+        return None
+    return prefix, rest
+
+
+class FrozenPrefix(nn.Module):
+    """Runs a frozen prefix in eval mode and without autograd, whatever mode its parent is in."""
+
+    def __init__(self, prefix: nn.Module) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def train(self, mode: bool = True) -> FrozenPrefix:
+        super().train(mode)
+        self.prefix.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.prefix(x)
+
+
+def cache_dtype(precision: str) -> torch.dtype:
+    """bf16 where training runs in bf16 anyway (half the memory); float32 otherwise."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+@torch.inference_mode()
+def run_frozen(
+    fn: nn.Module,
+    data,
+    *,
+    device: torch.device,
+    precision: str,
+    out_dtype: torch.dtype = torch.float32,
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """`fn` on every item of `data` (a data set with `get_batch`), outputs stacked on the CPU."""
+    fn.eval().to(device)
+    out = []
+    n = len(data)
+    for start in range(0, n, batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled
+        x, _ = data.get_batch(torch.arange(start, min(start + batch_size, n)))
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            out.append(fn(x).to("cpu", out_dtype))
+        if on_batch is not None:
+            on_batch(x.shape[0])
+    return torch.cat(out)
+
+
+@dataclass
+class PrefixCache:
+    train: torch.Tensor  # [views, N, C, H, W], in a compact dtype
+    train_labels: torch.Tensor
+    val: torch.Tensor  # [M, C, H, W]
+    val_labels: torch.Tensor
+    views: int
+    seconds: float
+
+
+def views_that_fit(per_image_bytes: int, images: int, views: int, budget: int) -> int:
+    """How many of `views` augmented views of every image fit in `budget` bytes (maybe 0)."""
+    return max(0, min(views, budget // max(1, per_image_bytes * images)))
+
+
+def compute_prefix_cache(
+    prefix: nn.Module,
+    train_batches,
+    val_batches,
+    *,
+    views: int,
+    device: torch.device,
+    precision: str,
+    budget: int = PREFIX_CACHE_BYTES,
+    on_progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PrefixCache | None:
+    """Prefix outputs for `views` augmented passes over `train_batches` and one over `val_batches`.
+
+    Both are data sets with `get_batch` (e.g. `tl_core.batches.ImageBatches`); augmentation
+    draws from the global RNG, so the caller's seed makes the cache reproducible. Returns
+    None when not even one view fits in `budget` bytes.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    dtype = cache_dtype(precision)
+    with torch.inference_mode():
+        probe, _ = val_batches.get_batch(torch.arange(1))
+        prefix.eval().to(device)
+        with autocast(device, precision):
+            shape = prefix(probe.to(device).contiguous(memory_format=torch.channels_last)).shape[1:]
+    per_image = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    fit_views = views_that_fit(
+        per_image, len(train_batches), views, budget - per_image * len(val_batches)
+    )
+    if fit_views == 0:
+        return None
+    total = fit_views * len(train_batches) + len(val_batches)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total, "caching frozen-layer outputs")
+
+    common = dict(
+        device=device, precision=precision, out_dtype=dtype, on_batch=tick, should_stop=should_stop
+    )
+    train = torch.stack([run_frozen(prefix, train_batches, **common) for _ in range(fit_views)])
+    val = run_frozen(prefix, val_batches, **common)
+    return PrefixCache(
+        train,
+        train_batches.labels,
+        val,
+        val_batches.labels,
+        fit_views,
+        time.perf_counter() - t0,
+    )

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from tl_core import features as feats
+from tl_core.batches import ImageBatches
 from tl_core.data.folder import DataSplit, TensorImageDataset, decode_items, scan_dataset
 from tl_core.errors import LabError
 from tl_core.models import (
@@ -30,6 +31,7 @@ from tl_core.models import (
 )
 from tl_core.runs import NewRun, RunStore, atomic_torch_save
 from tl_core.train import (
+    Cancelled,
     History,
     Progress,
     TrainConfig,
@@ -46,6 +48,7 @@ from tl_core.transforms import Preprocessing, check_augment, eval_transform, tra
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
 PREDICTIONS_FILE = "predictions.json"
+TIMINGS_FILE = "timings.json"  # one-off costs (decoding, caches) apart from training
 StatusFn = Callable[[str, int, int], None]  # (message, done, total) for one-off steps
 
 
@@ -64,7 +67,9 @@ class RunSpec:
     split_seed: int = 0  # the split (and per-class subset) stay fixed across training seeds
     init_from: str | None = None
     weights: str | None = None
-    feature_views: int = 10  # augmented views cached per training image (feature_extractor)
+    # Augmented views cached per training image (feature_extractor, and partial_finetune's
+    # frozen-prefix outputs). 5 rather than 10: twice as fast to build, same accuracy (README).
+    feature_views: int = 5
     fast: bool = True  # cached features for feature_extractor
     name: str | None = None
     recipe: str | None = None
@@ -256,6 +261,7 @@ def _train(
             last_beat = now
             store.heartbeat(run_id, phase=message, batch=done, batches=total_steps)
 
+    t_decode = time.perf_counter()
     train_imgs = decode_items(
         split.train, pre.resize_size, on_progress=lambda d, t, m: status(m, d, t)
     )
@@ -264,6 +270,7 @@ def _train(
         pre.resize_size,
         on_progress=lambda d, t, m: status("decoding validation images", d, t),
     )
+    decode_seconds = time.perf_counter() - t_decode
     if not train_imgs.images or not val_imgs.images:
         raise LabError("no readable images left after skipping unreadable files")
     store.update(
@@ -310,6 +317,11 @@ def _train(
             on_progress(p)
 
     cache_seconds = 0.0
+    rest_of_model = (
+        feats.split_frozen_prefix(model, backbone, spec.strategy, spec.trainable_blocks)
+        if spec.strategy == "partial_finetune" and spec.fast
+        else None
+    )
     if spec.strategy == "feature_extractor" and spec.fast:
         views = 1 if spec.augment == "none" else spec.feature_views
         fset = feats.compute_features(
@@ -345,11 +357,34 @@ def _train(
         )
         head.load_state_dict(history.best_state)
         best_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    elif rest_of_model is not None:
+        history, cache_seconds = _train_partial_cached(
+            model,
+            backbone,
+            rest_of_model,
+            ImageBatches(train_imgs, pre, train=True, augment=spec.augment, device=device),
+            ImageBatches(val_imgs, pre, train=False, device=device),
+            spec,
+            device=device,
+            precision=precision,
+            progress=progress,
+            should_stop=should_stop,
+            status=status,
+        )
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
+        if spec.fast:
+            train_data = ImageBatches(
+                train_imgs, pre, train=True, augment=spec.augment, device=device
+            )
+            val_data = ImageBatches(val_imgs, pre, train=False, device=device)
+        else:
+            train_data = TensorImageDataset(train_imgs, train_transform(pre, augment=spec.augment))
+            val_data = TensorImageDataset(val_imgs, eval_transform(pre))
         history = fit(
             model,
-            TensorImageDataset(train_imgs, train_transform(pre, augment=spec.augment)),
-            TensorImageDataset(val_imgs, eval_transform(pre)),
+            train_data,
+            val_data,
             spec.train,
             on_progress=progress,
             should_stop=should_stop,
@@ -358,6 +393,21 @@ def _train(
         )
         best_state = history.best_state
         model.load_state_dict(best_state)
+    store.write_json(
+        run_id,
+        TIMINGS_FILE,
+        {
+            "decode_seconds": decode_seconds,
+            "cache_seconds": cache_seconds,
+            "train_seconds": history.seconds,
+            "epoch_seconds": [e.seconds for e in history.epochs],
+            "path": "cached features"
+            if spec.strategy == "feature_extractor" and spec.fast
+            else "cached prefix"
+            if rest_of_model is not None
+            else "images",
+        },
+    )
 
     # Weights, preprocessing and validation predictions of the best epoch.
     model.eval()
@@ -400,6 +450,65 @@ def _train(
         if train_imgs.skipped or val_imgs.skipped
         else None,
     )
+
+
+def _train_partial_cached(
+    model: torch.nn.Module,
+    backbone,
+    parts: tuple[torch.nn.Module, torch.nn.Module],
+    train_data: ImageBatches,
+    val_data: ImageBatches,
+    spec: RunSpec,
+    *,
+    device: torch.device,
+    precision: str,
+    progress: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+    status: StatusFn,
+) -> tuple[History, float]:
+    """partial_finetune with the frozen prefix run once per augmented view, not every epoch.
+
+    Trains `model` in place (through the rest-of-model modules it shares); returns the history
+    and the seconds spent caching. Without room for one cached view, the prefix runs every
+    batch without autograd instead.
+    """
+    prefix, rest = parts
+    head_ids = {id(p) for p in get_module(model, backbone.head).parameters()}
+    views = 1 if spec.augment == "none" else spec.feature_views
+    cache = None
+    try:
+        cache = feats.compute_prefix_cache(
+            prefix,
+            train_data,
+            val_data,
+            views=views,
+            device=device,
+            precision=precision,
+            on_progress=lambda d, t, m: status(m, d, t),
+            should_stop=should_stop,
+        )
+    except Cancelled:
+        return History(status="cancelled", device=str(device), precision=precision), 0.0
+    if cache is None:
+        net = torch.nn.Sequential(feats.FrozenPrefix(prefix), rest)
+        train_set, val_set, seconds = train_data, val_data, 0.0
+    else:
+        net = rest
+        train_set = feats.FeatureViews(cache.train, cache.train_labels)
+        val_set = feats.Features(cache.val, cache.val_labels)
+        seconds = cache.seconds
+    history = fit(
+        net,
+        train_set,
+        val_set,
+        spec.train,
+        on_progress=progress,
+        should_stop=should_stop,
+        set_train_mode=set_train_mode,
+        head_names={n for n, p in net.named_parameters() if id(p) in head_ids},
+    )
+    net.load_state_dict(history.best_state)
+    return history, seconds
 
 
 def _predictions(

@@ -339,6 +339,41 @@ def evaluate(
     return result
 
 
+class TensorBatches:
+    """A loader for data held in tensors: whole batches by indexing, no per-item calls.
+
+    Data sets that can return a batch at once (`get_batch(indices) -> (x, y)`: cached
+    features, cached prefix outputs, preloaded images with batched augmentation) skip the
+    DataLoader's per-item `__getitem__` and collate, which cost more than a linear head's step.
+    The order is a `torch.randperm` drawn from `generator`, as DataLoader's RandomSampler does.
+    """
+
+    def __init__(
+        self,
+        data,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        drop_last: bool = False,
+    ) -> None:
+        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.generator, self.drop_last = generator, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.data)
+        if self.generator is not None:
+            # DataLoader draws its workers' base seed first; so do we, to visit the same order.
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            yield self.data.get_batch(order[b * self.batch_size : (b + 1) * self.batch_size])
+
+
 def make_loader(
     data: Dataset,
     batch_size: int,
@@ -346,7 +381,13 @@ def make_loader(
     shuffle: bool,
     generator: torch.Generator | None,
     device: torch.device,
-) -> DataLoader:
+) -> DataLoader | TensorBatches:
+    """Batches of `data`: by indexing for in-memory data sets (`get_batch`), else a DataLoader."""
+    drop_last = shuffle and len(data) > batch_size and len(data) % batch_size == 1
+    if hasattr(data, "get_batch"):
+        return TensorBatches(
+            data, batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+        )
     return DataLoader(
         data,
         batch_size=batch_size,
@@ -354,7 +395,7 @@ def make_loader(
         generator=generator,
         num_workers=0,  # images are decoded already; workers would only fight for the 2 cores
         pin_memory=device.type == "cuda",
-        drop_last=shuffle and len(data) > batch_size and len(data) % batch_size == 1,
+        drop_last=drop_last,
     )
 
 
