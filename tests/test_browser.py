@@ -115,6 +115,7 @@ def artifacts(tmp_path: Path) -> Path:
 
 def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tmp_path):
     executable = chromium_path()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     url, home = server
@@ -128,6 +129,10 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
         # Streamlit scrolls inside its own container, so a tall window shows the whole page.
         page.set_viewport_size({"width": 1400, "height": 2800})
         page.wait_for_timeout(800)
+        with contextlib.suppress(PlaywrightTimeout):  # a screenshot is worth taking anyway
+            page.wait_for_function(
+                "!document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=15_000
+            )
         page.screenshot(path=str(artifacts / f"{name}.png"))
         page.set_viewport_size({"width": 1400, "height": 1000})
         no_exception(page)
@@ -163,6 +168,8 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
             page.locator(".st-key-data_build button").click()
             expect(page.get_by_text("picture(s) added").first).to_be_visible()
             expect(page.get_by_text("shapes: 72 pictures, 4 classes")).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()  # class balance
+            expect(page.locator("[data-testid='stImage']").first).to_be_visible()  # gallery
             shoot(page, "2-data")
 
             # Experiments: three strategies, one epoch, no augmentation.
@@ -191,7 +198,7 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
                 assert "failed" not in statuses, [r["error"] for r in store.list()]
                 return statuses == ["done"] * 3
 
-            wait_for(all_done, 240, "the three runs")
+            wait_for(all_done, 400, "the three runs")  # ~1 min on an idle 2-core CPU
             expect(page.get_by_text("See the results")).to_be_visible(timeout=30_000)
             shoot(page, "4-experiments-done")
 
