@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from tl_core.errors import LabError
 
@@ -345,7 +345,7 @@ class TensorBatches:
     Data sets that can return a batch at once (`get_batch(indices) -> (x, y)`: cached
     features, cached prefix outputs, preloaded images with batched augmentation) skip the
     DataLoader's per-item `__getitem__` and collate, which cost more than a linear head's step.
-    The order is a `torch.randperm` drawn from `generator`, as DataLoader's RandomSampler does.
+    The order is DataLoader's: the same samplers, drawing from `generator`.
     """
 
     def __init__(
@@ -365,13 +365,17 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        n = len(self.data)
-        if self.generator is not None:
-            # DataLoader draws its workers' base seed first; so do we, to visit the same order.
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for b in range(len(self)):
-            yield self.data.get_batch(order[b * self.batch_size : (b + 1) * self.batch_size])
+        # DataLoader's own samplers, and its base-seed draw (from the global RNG without a
+        # generator), so that batches come in the same order and the RNGs end in the same state.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        indices = range(len(self.data))
+        sampler = (
+            RandomSampler(indices, generator=self.generator)
+            if self.shuffle
+            else SequentialSampler(indices)
+        )
+        for batch in BatchSampler(sampler, self.batch_size, self.drop_last):
+            yield self.data.get_batch(torch.tensor(batch))
 
 
 def make_loader(
