@@ -99,6 +99,7 @@ def test_ensure_worker_starts_one_detached_worker_that_trains(stripes, lab_home,
     (run_id,) = queue_runs(store, small_specs(stripes, seeds=1, epochs=1))
     pid = worker.ensure_worker(lab_home)
     assert pid
+    assert worker.ensure_worker(lab_home) is None  # still starting: not a second one
     try:
         wait_for(lambda: worker.worker_running(lab_home), 30)
         assert worker.ensure_worker(lab_home) is None  # one is running already

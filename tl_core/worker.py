@@ -136,8 +136,24 @@ def ensure_worker(home: str | Path | None = None) -> int | None:
     if os.environ.get("TL_LAB_NO_WORKER") == "1":
         return None
     home = Path(home) if home is not None else paths.lab_home()
-    if worker_running(home):
-        return None
+    with _spawn_lock:
+        # A worker this process started may still be importing torch, before it takes the
+        # lock: starting another one then would only cost a second import.
+        previous = _spawned.get(str(home))
+        if previous is not None and previous.poll() is None:
+            return None
+        if worker_running(home):
+            return None
+        proc = _spawn(home)
+        _spawned[str(home)] = proc
+    return proc.pid
+
+
+_spawn_lock = threading.Lock()
+_spawned: dict[str, subprocess.Popen] = {}
+
+
+def _spawn(home: Path) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, TL_LAB_HOME=str(home))
     env["PYTHONPATH"] = os.pathsep.join(
@@ -161,7 +177,7 @@ def ensure_worker(home: str | Path | None = None) -> int | None:
         log.close()
     # Reap it when it exits, so that no zombie is left behind in a long-lived server.
     threading.Thread(target=proc.wait, daemon=True, name="tl-worker-reaper").start()
-    return proc.pid
+    return proc
 
 
 # ---------------------------------------------------------------------------- the loop
