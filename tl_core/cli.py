@@ -277,6 +277,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "done" for r in results) else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tl_core.jobs import resume_run, run_summary
+
+    store = _store()
+    bars = _Bars()
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            record = resume_run(
+                store, args.run_id, on_progress=bars.progress, on_status=bars.status
+            )
+        finally:
+            bars.close()
+    result = run_summary(record)
+    _emit(result, args.json, _table([result]))
+    return 0 if result["status"] == "done" else 1
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from tl_core.jobs import run_summary
 
@@ -397,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("resume", help="continue a failed or cancelled run from its last epoch")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--json", action="store_true")
@@ -447,7 +469,6 @@ def _plugins() -> list:
         "tl_core.worker",
         "tl_core.recipes",
         "tl_core.bench",
-        "tl_core.resume",
     ):
         try:
             module = importlib.import_module(name)

@@ -13,13 +13,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 
 from tl_core import features as feats
 from tl_core.batches import ImageBatches
 from tl_core.data.folder import DataSplit, TensorImageDataset, decode_items, scan_dataset
-from tl_core.errors import LabError
+from tl_core.errors import LabError, as_lab_error
 from tl_core.models import (
     build_model,
     check_strategy,
@@ -49,6 +50,7 @@ WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
 PREDICTIONS_FILE = "predictions.json"
 TIMINGS_FILE = "timings.json"  # one-off costs (decoding, caches) apart from training
+CHECKPOINT_FILE = "checkpoint.pt"  # the state after the last finished epoch, for `resume`
 StatusFn = Callable[[str, int, int], None]  # (message, done, total) for one-off steps
 
 
@@ -188,24 +190,46 @@ def execute_run(
 ) -> dict:
     """Train the queued (or just created) run `run_id`; returns its final record.
 
-    A LabError or any other exception marks the run failed with the message, and is raised
-    again for the caller; a cancel request stops it between batches as `cancelled`.
+    A run that stopped part-way (its process killed, a full disk) and left a checkpoint
+    continues from its last finished epoch. Out of GPU memory, it is retried once with half the
+    batch size. A LabError or any other exception marks the run failed with the message, and is
+    raised again for the caller; a cancel request stops it between batches as `cancelled`.
     """
     record = store.get(run_id)
     if record["status"] != "running":
         store.mark_running(run_id)
     spec = RunSpec.from_dict(record["config"])
+    kwargs = dict(on_progress=on_progress, on_status=on_status, heartbeat_every=heartbeat_every)
     try:
-        _train(
-            store,
-            run_id,
-            spec,
-            on_progress=on_progress,
-            on_status=on_status,
-            heartbeat_every=heartbeat_every,
-        )
+        try:
+            _train(store, run_id, spec, **kwargs)
+        except torch.OutOfMemoryError:
+            half = max(1, spec.train.batch_size // 2)
+            if half == spec.train.batch_size:
+                raise
+            _free_accelerator_memory()
+            (store.run_dir(run_id) / CHECKPOINT_FILE).unlink(missing_ok=True)
+            spec = replace(spec, train=replace(spec.train, batch_size=half))
+            store.update(
+                run_id,
+                config=spec.to_dict(),
+                error=f"out of memory; retrying with batch size {half}",
+            )
+            try:
+                _train(store, run_id, spec, **kwargs)
+            except torch.OutOfMemoryError as exc:
+                raise LabError(
+                    f"out of memory even with batch size {half}; lower --batch-size further, "
+                    "choose a smaller backbone, or train on the CPU (--device cpu)"
+                ) from exc
     except LabError as exc:
         store.finish(run_id, "failed", error=str(exc))
+        raise
+    except OSError as exc:
+        disk = as_lab_error(exc)
+        store.finish(
+            run_id, "failed", error=str(disk) if disk else f"{exc.__class__.__name__}: {exc}"
+        )
         raise
     except Exception as exc:
         store.finish(
@@ -215,6 +239,49 @@ def execute_run(
         )
         raise
     return store.get(run_id)
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def resumable(store: RunStore, run_id: str) -> bool:
+    """Whether `run_id` stopped part-way and has a checkpoint to continue from."""
+    record = store.get(run_id)
+    return (
+        record["status"] in ("failed", "cancelled")
+        and (store.run_dir(run_id, create=False) / CHECKPOINT_FILE).is_file()
+    )
+
+
+def resume_run(store: RunStore, run_id: str, **kwargs) -> dict:
+    """Continue a failed or cancelled run from its last finished epoch (see `execute_run`)."""
+    record = store.get(run_id)
+    if record["status"] in ("queued", "running", "done"):
+        raise LabError(
+            f"run {run_id} is {record['status']}; only failed or cancelled runs can resume"
+        )
+    if not resumable(store, run_id):
+        raise LabError(
+            f"run {run_id} has no checkpoint (it stopped before finishing its first epoch); "
+            "start it again with the same settings"
+        )
+    store.update(run_id, status="running", cancel_requested=0, error=None, finished=None)
+    return execute_run(store, run_id, **kwargs)
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged checkpoint means starting over, said below
+        path.rename(path.with_name(path.name + ".damaged"))
+        return None
 
 
 def _train(
@@ -316,6 +383,18 @@ def _train(
         if on_progress is not None:
             on_progress(p)
 
+    ckpt_path = store.run_dir(run_id) / CHECKPOINT_FILE
+    resume_state = _load_checkpoint(ckpt_path)
+    elapsed_before = resume_state.get("elapsed", 0.0) if resume_state else 0.0
+    if resume_state is not None:
+        status(f"resuming after epoch {resume_state['epoch']}", 1, 1)
+
+    def save_checkpoint(state: dict) -> None:
+        state["elapsed"] = elapsed_before + time.perf_counter() - t_start
+        atomic_torch_save(state, ckpt_path)
+
+    resume_kw = {"checkpoint": save_checkpoint, "resume": resume_state}
+
     cache_seconds = 0.0
     rest_of_model = (
         feats.split_frozen_prefix(model, backbone, spec.strategy, spec.trainable_blocks)
@@ -354,6 +433,7 @@ def _train(
             replace(spec.train, channels_last=False),
             on_progress=progress,
             should_stop=should_stop,
+            **resume_kw,
         )
         head.load_state_dict(history.best_state)
         best_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -370,6 +450,7 @@ def _train(
             progress=progress,
             should_stop=should_stop,
             status=status,
+            resume_kw=resume_kw,
         )
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     else:
@@ -390,6 +471,7 @@ def _train(
             should_stop=should_stop,
             set_train_mode=set_train_mode,
             head_names=head_parameter_names(model, backbone),
+            **resume_kw,
         )
         best_state = history.best_state
         model.load_state_dict(best_state)
@@ -438,12 +520,14 @@ def _train(
     )
     store.write_json(run_id, PREDICTIONS_FILE, _predictions(split, val_imgs.paths, probs, labels))
     summary = _history_summary(history)
+    if history.status != "cancelled":
+        ckpt_path.unlink(missing_ok=True)  # done: weights.pt is the result
     store.finish(
         run_id,
         "cancelled" if history.status == "cancelled" else "done",
         best_val_acc=summary["best_val_acc"],
         final_val_acc=summary["final_val_acc"],
-        train_seconds=time.perf_counter() - t_start,
+        train_seconds=elapsed_before + time.perf_counter() - t_start,
         epoch=len(history.epochs),
         phase=f"cache {cache_seconds:.1f}s" if cache_seconds else None,
         error=f"skipped {len(train_imgs.skipped) + len(val_imgs.skipped)} unreadable file(s)"
@@ -465,6 +549,7 @@ def _train_partial_cached(
     progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
     status: StatusFn,
+    resume_kw: dict | None = None,
 ) -> tuple[History, float]:
     """partial_finetune with the frozen prefix run once per augmented view, not every epoch.
 
@@ -506,6 +591,7 @@ def _train_partial_cached(
         should_stop=should_stop,
         set_train_mode=set_train_mode,
         head_names={n for n, p in net.named_parameters() if id(p) in head_ids},
+        **(resume_kw or {}),
     )
     net.load_state_dict(history.best_state)
     return history, seconds

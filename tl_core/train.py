@@ -414,12 +414,17 @@ def fit(
     set_train_mode: Callable[[nn.Module], None] | None = None,
     head_names: set[str] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> History:
     """Train `model` on `train_data`, validating on `val_data` after each epoch.
 
     `set_train_mode` puts the model in training mode (by default `model.train()`; pass
     `tl_core.models.set_train_mode` to keep frozen BatchNorm layers in eval mode).
     `head_names` are the parameters of the new head, for `backbone_lr_mult`.
+    `checkpoint` receives, after every epoch, everything needed to continue (weights,
+    optimizer and scheduler state, random generators, history); passing that dict back as
+    `resume` continues from the epoch after it exactly as if nothing had stopped.
     """
     config.validate()
     if len(train_data) == 0:
@@ -446,7 +451,10 @@ def fit(
     history = History(device=str(device), precision=precision)
     started = time.perf_counter()
     since_best = 0
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        first_epoch, since_best = _restore(resume, model, optimizer, scheduler, generator, history)
+    for epoch in range(first_epoch, config.epochs + 1):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         t0 = time.perf_counter()
@@ -497,6 +505,10 @@ def fit(
                 since_best = 0
             else:
                 since_best += 1
+        if checkpoint is not None:
+            checkpoint(
+                _snapshot(epoch, since_best, model, optimizer, scheduler, generator, history)
+            )
         if on_progress is not None:
             n = len(train_loader)
             on_progress(
@@ -510,3 +522,51 @@ def fit(
             {k: v.detach().cpu() for k, v in model.state_dict().items()}
         )
     return history
+
+
+def _snapshot(epoch, since_best, model, optimizer, scheduler, generator, history: History) -> dict:
+    """Everything `fit` needs to continue after `epoch`, on the CPU."""
+    return {
+        "version": 1,
+        "epoch": epoch,
+        "since_best": since_best,
+        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": generator.get_state(),
+        "torch_rng": torch.random.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python_rng": random.getstate(),
+        "numpy_rng": _numpy_state_as_lists(),
+        "epochs": [asdict(e) for e in history.epochs],
+        "best_val_acc": history.best_val_acc,
+        "best_epoch": history.best_epoch,
+        "best_state": history.best_state,
+    }
+
+
+def _restore(
+    state: dict, model, optimizer, scheduler, generator, history: History
+) -> tuple[int, int]:
+    """Load a `_snapshot` into the objects `fit` made; returns (next epoch, since_best)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.random.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+    history.epochs = [EpochStats(**e) for e in state["epochs"]]
+    history.best_val_acc = state["best_val_acc"]
+    history.best_epoch = state["best_epoch"]
+    history.best_state = state["best_state"]
+    return state["epoch"] + 1, state["since_best"]
+
+
+def _numpy_state_as_lists() -> tuple:
+    # Plain Python values, so the checkpoint loads with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, keys.tolist(), int(pos), int(has_gauss), float(cached))

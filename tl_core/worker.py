@@ -207,7 +207,12 @@ def fail_orphans(store, stale_after: float = STALE_AFTER) -> list[str]:
                 run["id"],
                 "failed",
                 error=f"the process that ran it (pid {pid}) stopped before the run finished "
-                "(killed, or the machine restarted); start the run again",
+                "(killed, or the machine restarted); "
+                + (
+                    f"continue it from its last finished epoch with `python -m tl_core resume {run['id']}`"
+                    if (store.run_dir(run["id"], create=False) / "checkpoint.pt").is_file()
+                    else "start the run again"
+                ),
             )
             failed.append(run["id"])
     return failed + store.fail_stale(stale_after)

@@ -1,0 +1,179 @@
+"""Fault injection: killed workers, full disks during checkpoints, running out of memory."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tl_core import jobs
+from tl_core.cli import main
+from tl_core.errors import LabError
+from tl_core.jobs import CHECKPOINT_FILE, RunSpec, execute_run, queue_runs, resume_run
+from tl_core.runs import RunStore
+from tl_core.train import TrainConfig
+from tl_core.worker import fail_orphans
+
+
+def _spec(data, epochs: int = 3, strategy: str = "scratch", **kw) -> RunSpec:
+    return RunSpec(
+        data=str(data),
+        backbone="small_cnn",
+        strategy=strategy,
+        train=TrainConfig(epochs=epochs, batch_size=8, lr=0.02, precision="fp32", seed=5),
+        **kw,
+    )
+
+
+def _weights(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
+    return torch.load(store.run_dir(run_id) / "weights.pt", weights_only=True)
+
+
+def test_a_run_killed_mid_epoch_resumes_exactly_where_it_stopped(stripes, lab_home) -> None:
+    store = RunStore()
+    # The reference: the same run, never interrupted.
+    (reference,) = queue_runs(store, [_spec(stripes, epochs=4)])
+    execute_run(store, reference)
+
+    (victim,) = queue_runs(store, [_spec(stripes, epochs=4)])
+    script = (
+        "import sys, time\n"
+        "from tl_core.jobs import execute_run\n"
+        "from tl_core.runs import RunStore\n"
+        "store = RunStore(sys.argv[1])\n"
+        "def slow(p):\n"
+        "    if p.epoch >= 3: time.sleep(0.2)  # linger in epoch 3 so the kill lands mid-epoch\n"
+        f"execute_run(store, {victim!r}, on_progress=slow)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(lab_home)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        record = store.get(victim)
+        if record["epoch"] >= 2 and record["batch"] >= 1 and record["phase"] == "training":
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    record = store.get(victim)
+    assert record["status"] == "running" and record["epoch"] == 2  # killed during epoch 3
+    assert fail_orphans(store) == [victim]
+    failed = store.get(victim)
+    assert failed["status"] == "failed" and f"tl_core resume {victim}" in failed["error"]
+
+    resumed = resume_run(store, victim)
+    assert resumed["status"] == "done" and resumed["epoch"] == 4
+    assert [e["epoch"] for e in store.epochs(victim)] == [1, 2, 3, 4]
+    ref, got = _weights(store, reference), _weights(store, victim)
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), name
+    assert not (store.run_dir(victim) / CHECKPOINT_FILE).exists()  # done: no checkpoint left
+    assert [e["train_loss"] for e in store.epochs(victim)] == [
+        e["train_loss"] for e in store.epochs(reference)
+    ]
+
+
+def test_resume_through_the_command_prints_the_train_json(stripes, capsys) -> None:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes, epochs=2)])
+    calls = {"n": 0}
+
+    def cancel_after_first_epoch(p) -> None:
+        if p.epoch_stats is not None:
+            calls["n"] += 1
+            store.request_cancel(run_id)
+
+    execute_run(store, run_id, on_progress=cancel_after_first_epoch)
+    assert store.get(run_id)["status"] == "cancelled"
+    assert main(["resume", run_id, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["run_id"] == run_id and result["status"] == "done" and result["epochs"] == 2
+    assert main(["resume", run_id]) == 2  # done runs cannot resume
+    assert "only failed or cancelled" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_says_what_to_do(stripes) -> None:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes)])
+    store.finish(run_id, "failed", error="killed before the first epoch")
+    with pytest.raises(LabError, match="no checkpoint.*start it again"):
+        resume_run(store, run_id)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(stripes, monkeypatch) -> None:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes, epochs=3)])
+    real_save = jobs.atomic_torch_save
+    saves = {"n": 0}
+
+    def full_on_second_checkpoint(obj, path):
+        if path.name == CHECKPOINT_FILE:
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path)
+
+    monkeypatch.setattr(jobs, "atomic_torch_save", full_on_second_checkpoint)
+    with pytest.raises(OSError):
+        execute_run(store, run_id)
+    record = store.get(run_id)
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert "free some space" in record["error"]
+    checkpoint = torch.load(store.run_dir(run_id) / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint["epoch"] == 1  # the last good checkpoint survived the failed write
+    monkeypatch.setattr(jobs, "atomic_torch_save", real_save)
+    resumed = resume_run(store, run_id)
+    assert resumed["status"] == "done" and resumed["epoch"] == 3
+
+
+def test_out_of_memory_retries_once_with_half_the_batch(stripes, monkeypatch) -> None:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes, epochs=1)])
+    real_fit = jobs.fit
+    seen = []
+
+    def fit_that_fits_only_small_batches(model, train, val, config, *args, **kwargs):
+        seen.append(config.batch_size)
+        if config.batch_size > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_fit(model, train, val, config, *args, **kwargs)
+
+    monkeypatch.setattr(jobs, "fit", fit_that_fits_only_small_batches)
+    record = execute_run(store, run_id)
+    assert seen == [8, 4]
+    assert record["status"] == "done"
+    assert record["config"]["train"]["batch_size"] == 4
+
+    (second,) = queue_runs(store, [_spec(stripes, epochs=1)])
+    seen.clear()
+    monkeypatch.setattr(
+        jobs,
+        "fit",
+        lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")),
+    )
+    with pytest.raises(LabError, match="out of memory even with batch size 4"):
+        execute_run(store, second)
+    assert "lower --batch-size" in store.get(second)["error"]
+
+
+def test_the_worker_moves_on_after_a_crashed_run(stripes, lab_home) -> None:
+    store = RunStore()
+    first, second = queue_runs(store, [_spec(stripes, epochs=1), _spec(stripes, epochs=1)])
+    store.claim_next(worker_pid=2**22 + 12345)  # a worker pid that does not exist
+    env = {**os.environ, "TL_LAB_HOME": str(lab_home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tl_core", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert store.get(first)["status"] == "failed"
+    assert store.get(second)["status"] == "done"
