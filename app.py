@@ -8,8 +8,6 @@ trained by `python -m tl_core worker`, which this script starts when there is wo
 
 from __future__ import annotations
 
-import uuid
-
 import streamlit as st
 
 from tl_core import machine, workspaces
@@ -85,13 +83,13 @@ def home() -> None:
     st.info(f"**{preset.title}** — {preset.idea}", icon=":material/bolt:")
     if st.button("Run the classroom quick comparison", key="classroom_quick", type="primary"):
         try:
-            queue_preset(
-                RunStore(), preset.key, workspace=ws, request_id=st.session_state["home_request"]
+            request_id = workspaces.click_request_id(
+                st.session_state, "home_last_click", preset.key
             )
+            queue_preset(RunStore(), preset.key, workspace=ws, request_id=request_id)
         except LabError as exc:
             st.error(str(exc))
         else:
-            st.session_state["home_request"] = str(uuid.uuid4())
             ensure_worker()
             st.switch_page("pages/experiments.py")
 
@@ -109,7 +107,6 @@ def home() -> None:
 
 
 ws = current_workspace()
-st.session_state.setdefault("home_request", str(uuid.uuid4()))
 st.session_state["workspace_box"] = ws
 with st.sidebar:
     st.text_input(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pandas as pd
 import streamlit as st
@@ -27,7 +26,6 @@ from tl_core.worker import (
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()
-st.session_state.setdefault("exp_request", str(uuid.uuid4()))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -66,16 +64,13 @@ def recipes_panel() -> None:
                         plan = recipes.plan(name, offline=offline)
                         workspaces.check_room(store, ws, len(plan.stages[0].specs))
                         recipes.prepare_data(plan)
-                    recipes.start_recipe(
-                        store,
-                        plan,
-                        workspace=ws,
-                        launch_id=f"r{st.session_state['exp_request'][:12]}",
+                    click = workspaces.click_request_id(
+                        st.session_state, "recipe_last_click", [name, offline]
                     )
+                    recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
                 except LabError as exc:
                     st.error(str(exc))
                 else:
-                    st.session_state["exp_request"] = str(uuid.uuid4())
                     ensure_worker()
                     st.success(f"Recipe {name} queued; later stages queue themselves.")
 
@@ -190,13 +185,13 @@ else:
             )
     if st.button(f"Start {len(specs)} run(s)", type="primary", key="exp_start", disabled=not specs):
         try:
-            ids = workspaces.queue_runs(
-                store, specs, workspace=ws, request_id=st.session_state["exp_request"]
+            request_id = workspaces.click_request_id(
+                st.session_state, "exp_last_click", [s.to_dict() for s in specs]
             )
+            ids = workspaces.queue_runs(store, specs, workspace=ws, request_id=request_id)
         except LabError as exc:
             st.error(str(exc))
         else:
-            st.session_state["exp_request"] = str(uuid.uuid4())
             ensure_worker()
             st.success(f"Queued {len(ids)} run(s). They train in the background; watch them below.")
 

@@ -105,3 +105,28 @@ def test_recipes_are_one_click(monkeypatch):
     queued = RunStore().queue()
     assert queued and {r["recipe"] for r in queued} == {"data-efficiency"}
     assert {r["backbone"] for r in queued} == {"efficientnet_lite0"}  # offline variant
+
+
+def test_a_double_click_on_start_makes_one_set_of_runs(stripes_set):
+    at = app_at("pages/experiments.py")
+    at.selectbox(key="exp_backbone").set_value("small_cnn").run()
+    at.number_input(key="exp_seeds").set_value(2).run()
+    at.button(key="exp_start").click().run()
+    at.button(key="exp_start").click().run()  # the second click of a double click
+    assert not at.exception
+    assert len(RunStore().list()) == 2
+    # A deliberate new request (other settings) is a new set.
+    at.number_input(key="exp_seeds").set_value(1).run()
+    at.button(key="exp_start").click().run()
+    assert len(RunStore().list()) == 3
+
+
+def test_click_request_ids_repeat_only_for_the_same_settings_soon_after():
+    from tl_core.workspaces import click_request_id
+
+    state: dict = {}
+    first = click_request_id(state, "k", {"epochs": 3})
+    assert click_request_id(state, "k", {"epochs": 3}) == first
+    other = click_request_id(state, "k", {"epochs": 4})
+    assert other != first
+    assert click_request_id(state, "k", {"epochs": 4}, window=0.0) != other  # too late: new

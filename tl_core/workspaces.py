@@ -11,8 +11,12 @@ workspace name can open it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
+import uuid
+from collections.abc import MutableMapping
 
 from tl_core.errors import LabError
 
@@ -103,3 +107,24 @@ def server_folders_allowed() -> bool:
     if setting is not None:
         return setting == "1"
     return not os.environ.get("SPACE_ID")
+
+
+def click_request_id(
+    state: MutableMapping, key: str, settings: object, *, window: float = 10.0
+) -> str:
+    """The request id of one click on a Start button, stable across a double click.
+
+    A double click reaches the app as two reruns, each seeing the button pressed. The second
+    gets the same id as the first when it asks for the same settings within `window` seconds,
+    and the run store's request id then makes it return the first click's runs instead of
+    queueing a second set. A deliberate repeat later, or with other settings, is a new request.
+    """
+    fingerprint = json.dumps(settings, sort_keys=True, default=str)
+    now = time.time()
+    last = state.get(key)
+    if last and last["settings"] == fingerprint and now - last["time"] < window:
+        last["time"] = now
+        return last["id"]
+    request_id = str(uuid.uuid4())
+    state[key] = {"settings": fingerprint, "time": now, "id": request_id}
+    return request_id
