@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: tl_core lives beside scripts/
 PAGES = ["", "data", "experiments", "results", "predict", "learn"]  # st.navigation url paths
 
 
