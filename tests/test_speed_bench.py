@@ -1,0 +1,37 @@
+"""The bench command's pieces on tiny data: the tutorial reference loop and the scaled sets.
+
+The benchmarks themselves are commands (`python -m tl_core bench`, README "Speed"), not tests.
+"""
+
+from __future__ import annotations
+
+from tl_core.bench import make_scaled_dataset, reference_run
+from tl_core.cli import main
+from tl_core.data.folder import scan_dataset
+
+
+def test_reference_loop_trains_and_reports_its_time(stripes) -> None:
+    split = scan_dataset(stripes)
+    result = reference_run(
+        split, "small_cnn", "scratch", epochs=2, seed=0, device="cpu", lr=0.05, workers=0
+    )
+    assert set(result) >= {"seconds", "best_val_acc", "final_val_acc", "epoch_seconds"}
+    assert len(result["epoch_seconds"]) == 2 and result["seconds"] >= sum(result["epoch_seconds"])
+    assert 0.0 <= result["best_val_acc"] <= 1.0
+
+
+def test_scaled_dataset_keeps_classes_and_proportions(stripes, tmp_path) -> None:
+    out = make_scaled_dataset(stripes, 60, tmp_path / "scaled")
+    split = scan_dataset(out)
+    assert split.classes == ["horizontal", "vertical"]
+    counts = dict.fromkeys(split.classes, 0)
+    for it in split.train + split.val:
+        counts[split.classes[it.label]] += 1
+    assert counts == {"horizontal": 30, "vertical": 30}
+    assert make_scaled_dataset(stripes, 60, tmp_path / "scaled") == out  # made once
+
+
+def test_bench_rejects_an_unknown_strategy_with_exit_2(stripes, capsys) -> None:
+    code = main(["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "x"])
+    assert code == 2
+    assert "choose one of" in capsys.readouterr().err
