@@ -16,6 +16,7 @@ from app_fixtures import small_specs
 
 from tl_core import worker
 from tl_core.cli import main
+from tl_core.errors import LabError
 from tl_core.jobs import queue_runs
 from tl_core.runs import RunStore
 
@@ -151,3 +152,43 @@ def test_format_duration():
     assert worker.format_duration(42) == "42 s"
     assert worker.format_duration(185) == "3 min 5 s"
     assert worker.format_duration(3720) == "1 h 2 min"
+
+
+def test_max_workers_sets_how_many_runs_train_at_once(stripes, lab_home, monkeypatch):
+    """With one slot held by another worker, a second worker trains only if a slot is free."""
+    from tl_core.jobs import RunSpec
+    from tl_core.train import TrainConfig
+
+    store = RunStore()
+    (run_id,) = queue_runs(
+        store,
+        [
+            RunSpec(
+                data=str(stripes),
+                backbone="small_cnn",
+                strategy="scratch",
+                train=TrainConfig(epochs=1),
+            )
+        ],
+    )
+    held = worker.WorkerLock(lab_home, 0)
+    assert held.acquire()  # the first worker, busy
+    try:
+        env = {**os.environ, "TL_LAB_HOME": str(lab_home)}
+        one = subprocess.run(
+            [sys.executable, "-m", "tl_core", "worker", "--once"], env=env, timeout=300
+        )
+        assert one.returncode == 0
+        assert store.get(run_id)["status"] == "queued"  # default: one run at a time
+        env["TL_LAB_MAX_WORKERS"] = "2"
+        two = subprocess.run(
+            [sys.executable, "-m", "tl_core", "worker", "--once"], env=env, timeout=300
+        )
+        assert two.returncode == 0
+        assert store.get(run_id)["status"] == "done"  # the second slot took it
+        assert (lab_home / "worker-1.lock").is_file()  # it ran in the second slot
+    finally:
+        held.release()
+    monkeypatch.setenv("TL_LAB_MAX_WORKERS", "0")
+    with pytest.raises(LabError, match="between 1 and 16"):
+        worker.max_workers()

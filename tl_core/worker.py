@@ -2,8 +2,10 @@
 
 The web app never trains in a Streamlit thread. It calls `ensure_worker()`, which starts
 `python -m tl_core worker` as a separate process when none is running for this lab home.
-At most one worker runs per lab home: it holds an exclusive lock on `worker.lock` for its
-whole life (the operating system drops the lock when the process dies, however it dies).
+By default one worker runs per lab home, so one run trains at a time (on a 2-core CPU two
+runs at once only make both slower); `TL_LAB_MAX_WORKERS=N` allows N. Each worker holds an
+exclusive lock on its slot (`worker.lock`, `worker-1.lock`, ...) for its whole life (the
+operating system drops the lock when the process dies, however it dies).
 The worker
 
 - runs at a lower priority than the web server (`os.nice`), so pages stay responsive;
@@ -44,6 +46,23 @@ IDLE_EXIT = 900.0  # seconds with an empty queue before the worker exits
 NICENESS = 10
 
 
+def max_workers() -> int:
+    """How many runs may train at once in one lab home (`TL_LAB_MAX_WORKERS`, default 1)."""
+    raw = os.environ.get("TL_LAB_MAX_WORKERS", "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LabError(f"TL_LAB_MAX_WORKERS must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= 16:
+        raise LabError(f"TL_LAB_MAX_WORKERS must be between 1 and 16, got {value}")
+    return value
+
+
+def _slot_file(name: str, slot: int) -> str:
+    stem, dot, ext = name.partition(".")
+    return name if slot == 0 else f"{stem}-{slot}{dot}{ext}"
+
+
 class Stopped(Exception):
     """Raised inside the worker when it receives SIGTERM or SIGINT."""
 
@@ -54,8 +73,8 @@ class Stopped(Exception):
 class WorkerLock:
     """An exclusive, non-blocking lock on `worker.lock`, released when the process dies."""
 
-    def __init__(self, home: Path) -> None:
-        self.path = Path(home) / LOCK_FILE
+    def __init__(self, home: Path, slot: int = 0) -> None:
+        self.path = Path(home) / _slot_file(LOCK_FILE, slot)
         self.fh = None
 
     def acquire(self) -> bool:
@@ -98,13 +117,22 @@ def _unlock(fh) -> None:
         msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
 
 
+def busy_slots(home: str | Path | None = None) -> int:
+    """How many worker slots of this lab home are held right now."""
+    home = Path(home) if home is not None else paths.lab_home()
+    busy = 0
+    for slot in range(max_workers()):
+        lock = WorkerLock(home, slot)
+        if lock.acquire():
+            lock.release()
+        else:
+            busy += 1
+    return busy
+
+
 def worker_running(home: str | Path | None = None) -> bool:
-    """Whether a worker holds the lock of this lab home right now."""
-    lock = WorkerLock(Path(home) if home is not None else paths.lab_home())
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
+    """Whether any worker holds a lock of this lab home right now."""
+    return busy_slots(home) > 0
 
 
 def worker_status(home: str | Path | None = None) -> dict[str, Any]:
@@ -139,18 +167,17 @@ def ensure_worker(home: str | Path | None = None) -> int | None:
     with _spawn_lock:
         # A worker this process started may still be importing torch, before it takes the
         # lock: starting another one then would only cost a second import.
-        previous = _spawned.get(str(home))
-        if previous is not None and previous.poll() is None:
-            return None
-        if worker_running(home):
+        alive = [p for p in _spawned.get(str(home), []) if p.poll() is None]
+        busy = busy_slots(home)
+        if len(alive) > busy or busy >= max_workers():
             return None
         proc = _spawn(home)
-        _spawned[str(home)] = proc
+        _spawned[str(home)] = [*alive, proc]
     return proc.pid
 
 
 _spawn_lock = threading.Lock()
-_spawned: dict[str, subprocess.Popen] = {}
+_spawned: dict[str, list[subprocess.Popen]] = {}
 
 
 def _spawn(home: Path) -> subprocess.Popen:
@@ -221,8 +248,8 @@ def fail_orphans(store, stale_after: float = STALE_AFTER) -> list[str]:
 class _Heartbeat:
     """Writes `worker.json` every `every` seconds from a daemon thread (no Streamlit here)."""
 
-    def __init__(self, home: Path, every: float = 2.0) -> None:
-        self.path = home / HEARTBEAT_FILE
+    def __init__(self, home: Path, slot: int = 0, every: float = 2.0) -> None:
+        self.path = home / _slot_file(HEARTBEAT_FILE, slot)
         self.every = every
         self.run_id: str | None = None
         self.started = time.time()
@@ -299,9 +326,14 @@ def run_worker(
     from tl_core.runs import RunStore
 
     home = Path(home) if home is not None else paths.lab_home()
-    lock = WorkerLock(home)
-    if not lock.acquire():
-        _log(f"another worker is running for {home}; exiting")
+    lock, slot = None, 0
+    for slot in range(max_workers()):  # noqa: B007 - the slot taken is used below
+        candidate = WorkerLock(home, slot)
+        if candidate.acquire():
+            lock = candidate
+            break
+    if lock is None:
+        _log(f"{max_workers()} worker(s) already running for {home} (TL_LAB_MAX_WORKERS); exiting")
         return 0
     if nice:
         with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
@@ -310,7 +342,7 @@ def run_worker(
     if in_main:
         old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     store = RunStore(home)
-    heartbeat = _Heartbeat(home)
+    heartbeat = _Heartbeat(home, slot)
     heartbeat.start()
     taken = 0
     idle_since = time.monotonic()
