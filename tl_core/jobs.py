@@ -70,7 +70,7 @@ class RunSpec:
     init_from: str | None = None
     weights: str | None = None
     # Augmented views cached per training image (feature_extractor, and partial_finetune's
-    # frozen-prefix outputs). 5 rather than 10: twice as fast to build, same accuracy (README).
+    # frozen-prefix outputs). 5 rather than 10: half the cost to build (README, "Speed").
     feature_views: int = 5
     fast: bool = True  # cached features for feature_extractor
     name: str | None = None
