@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import random
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see tl_core/__init__.py
+
+import random  # noqa: E402
 from pathlib import Path
 
 import pytest
