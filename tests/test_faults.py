@@ -86,9 +86,10 @@ def test_resume_through_the_command_prints_the_train_json(stripes, capsys) -> No
     calls = {"n": 0}
 
     def cancel_after_first_epoch(p) -> None:
-        if p.epoch_stats is not None:
+        if p.epoch_stats is not None and not calls["n"]:
             calls["n"] += 1
             store.request_cancel(run_id)
+            time.sleep(0.6)  # the run looks at cancel requests at most twice a second
 
     execute_run(store, run_id, on_progress=cancel_after_first_epoch)
     assert store.get(run_id)["status"] == "cancelled"
