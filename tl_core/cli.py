@@ -122,6 +122,12 @@ class _Bars:
 # ---------------------------------------------------------------------------- train options
 
 
+def _default_views() -> int:
+    from tl_core.jobs import RunSpec
+
+    return RunSpec.__dataclass_fields__["feature_views"].default
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from tl_core.train import TrainConfig
 
@@ -170,8 +176,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--feature-views",
         type=int,
-        default=10,
-        help="augmented views cached per image (feature_extractor)",
+        default=_default_views(),
+        help=f"augmented views cached per image (feature_extractor; default {_default_views()})",
     )
     p.add_argument("--no-fast", action="store_true", help="disable the cached-feature fast path")
     p.add_argument("--seed", type=int, default=d.seed)
