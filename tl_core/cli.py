@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{hint}`)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (shared by the command groups)."""
     try:
         value = int(text)
     except ValueError:
@@ -138,14 +139,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backbone", required=True, help="resnet18, vgg16, efficientnet_lite0 or small_cnn"
     )
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--lr", type=_float, default=d.lr)
     p.add_argument("--momentum", type=_float, default=d.momentum)
     p.add_argument("--weight-decay", type=_float, default=d.weight_decay)
     p.add_argument("--optimizer", default=d.optimizer, help="sgd, adam or adamw")
     p.add_argument("--schedule", default=d.schedule, help="none, step (StepLR) or cosine")
-    p.add_argument("--step-size", type=_positive_int, default=d.step_size)
+    p.add_argument("--step-size", type=positive_int, default=d.step_size)
     p.add_argument("--gamma", type=_float, default=d.gamma)
     p.add_argument(
         "--backbone-lr-mult",
@@ -414,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="runs per strategy, with seeds seed..seed+N-1",
     )
@@ -426,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("runs", help="list runs, newest first")
-    p.add_argument("--limit", type=_positive_int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
@@ -438,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify images with a finished run")
     p.add_argument("--run", required=True, metavar="RUN_ID")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 

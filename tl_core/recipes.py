@@ -1039,7 +1039,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """`python -m tl_core recipe NAME|--list` (loaded by tl_core.cli as a plugin)."""
-    from tl_core.cli import _positive_int
+    from tl_core.cli import positive_int as _positive_int
 
     p = subparsers.add_parser(
         "recipe",

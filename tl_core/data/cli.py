@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tl_core.cli import positive_int as _positive_int
 from tl_core.data import builtin, curate, download, search, sources, store
 from tl_core.errors import LabError
 
@@ -202,16 +203,6 @@ def cmd_rm_placeholders(args: argparse.Namespace) -> int:
 def cmd_resplit(args: argparse.Namespace) -> int:
     r = curate.resplit(args.name, val_fraction=args.val, test_fraction=args.test, seed=args.seed)
     return _finish(r, args)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
