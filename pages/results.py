@@ -7,8 +7,10 @@ import streamlit as st
 from tl_core import charts, recipes, report
 from tl_core.errors import LabError
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
+from tl_core.jobs import queue_resume, resumable
 from tl_core.recipes_charts import recipe_figures
 from tl_core.runs import RunStore
+from tl_core.worker import ensure_worker
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()
@@ -49,6 +51,16 @@ st.dataframe(
 for r in selected:
     if r["status"] == "failed":
         st.error(f"{charts.run_label(r)} failed: {(r.get('error') or '').splitlines()[0]}")
+    if r["status"] in ("failed", "cancelled") and resumable(store, r["id"]):
+        label = f"Resume {charts.run_label(r)} from epoch {(r.get('epoch') or 0) + 1}"
+        if st.button(label, key=f"resume_{r['id']}"):
+            try:
+                queue_resume(store, r["id"])
+            except LabError as exc:
+                st.error(str(exc))
+            else:
+                ensure_worker()
+                st.success("Queued again: it continues from its last finished epoch.")
 
 st.subheader("All selected runs")
 figs = charts.overlays(history)

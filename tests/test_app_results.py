@@ -50,3 +50,31 @@ def test_report_and_csv(home_with_runs):
     csv = report.metrics_csv(store, home_with_runs).splitlines()
     assert csv[0].startswith("run,label,strategy,epoch,train_loss,train_acc,val_loss,val_acc")
     assert len(csv) == 1 + 2 * 2  # two runs, two epochs each
+
+
+def test_a_failed_run_with_a_checkpoint_can_be_resumed_from_the_page(stripes):
+    from tl_core.jobs import CHECKPOINT_FILE, RunSpec, execute_run, queue_runs
+    from tl_core.train import TrainConfig
+
+    store = RunStore()
+    spec = RunSpec(
+        data=str(stripes), backbone="small_cnn", strategy="scratch", train=TrainConfig(epochs=3)
+    )
+    (run_id,) = queue_runs(store, [spec])
+
+    def stop_after_first_epoch(p) -> None:
+        if p.epoch_stats is not None and p.epoch == 1:
+            raise RuntimeError("the machine went away")
+
+    with pytest.raises(RuntimeError):
+        execute_run(store, run_id, on_progress=stop_after_first_epoch)
+    assert store.get(run_id)["status"] == "failed"
+    assert (store.run_dir(run_id) / CHECKPOINT_FILE).is_file()
+    at = app_at("pages/results.py")
+    button = at.button(key=f"resume_{run_id}")
+    assert button.label.endswith("from epoch 2")
+    button.click().run()
+    assert not at.exception
+    assert store.get(run_id)["status"] == "queued"
+    record = execute_run(store, run_id)  # what the worker does next
+    assert record["status"] == "done" and record["epoch"] == 3

@@ -258,8 +258,7 @@ def resumable(store: RunStore, run_id: str) -> bool:
     )
 
 
-def resume_run(store: RunStore, run_id: str, **kwargs) -> dict:
-    """Continue a failed or cancelled run from its last finished epoch (see `execute_run`)."""
+def _check_resumable(store: RunStore, run_id: str) -> None:
     record = store.get(run_id)
     if record["status"] in ("queued", "running", "done"):
         raise LabError(
@@ -270,8 +269,20 @@ def resume_run(store: RunStore, run_id: str, **kwargs) -> dict:
             f"run {run_id} has no checkpoint (it stopped before finishing its first epoch); "
             "start it again with the same settings"
         )
+
+
+def resume_run(store: RunStore, run_id: str, **kwargs) -> dict:
+    """Continue a failed or cancelled run from its last finished epoch, in this process."""
+    _check_resumable(store, run_id)
     store.update(run_id, status="running", cancel_requested=0, error=None, finished=None)
     return execute_run(store, run_id, **kwargs)
+
+
+def queue_resume(store: RunStore, run_id: str) -> None:
+    """Put a failed or cancelled run back in the queue; the worker continues it from its
+    checkpoint (`execute_run` picks the checkpoint up)."""
+    _check_resumable(store, run_id)
+    store.update(run_id, status="queued", cancel_requested=0, error=None, finished=None)
 
 
 def _load_checkpoint(path: Path) -> dict | None:
