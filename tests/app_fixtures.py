@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -66,3 +67,14 @@ def zip_of_folder(root: Path) -> bytes:
             if path.is_file():
                 zf.write(path, path.relative_to(root.parent).as_posix())
     return buf.getvalue()
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "the condition", every: float = 0.2):
+    """Poll `predicate` until it returns something true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

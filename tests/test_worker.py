@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_fixtures import small_specs
+from app_fixtures import small_specs, wait_for
 
 from tl_core import worker
 from tl_core.cli import main
@@ -21,16 +21,6 @@ from tl_core.jobs import queue_runs
 from tl_core.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(predicate, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s")
 
 
 def test_worker_once_trains_the_queue_in_order(stripes, lab_home):
