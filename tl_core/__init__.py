@@ -8,4 +8,8 @@ import os
 # be set before torch loads its OpenMP runtime; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from tl_core.allocator import tune_malloc  # noqa: E402
+
+tune_malloc()
+
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tl_core.allocator import release_free_memory
 from tl_core.errors import LabError
 
 # ---------------------------------------------------------------------------- memory
@@ -49,7 +50,12 @@ def _status_kb(field: str) -> int | None:
 
 
 def reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size (Linux `clear_refs` 5); False if unable."""
+    """Reset this process's peak resident set size (Linux `clear_refs` 5); False if unable.
+
+    Free memory an earlier run left in the heap is returned first, so that it is not
+    counted in the next run's peak.
+    """
+    release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")

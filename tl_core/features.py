@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from tl_core import paths
 from tl_core.data.folder import DecodedImages, TensorImageDataset
 from tl_core.models import Backbone, get_module, set_module, trainable_prefixes
-from tl_core.train import Cancelled, autocast
+from tl_core.train import Cancelled, autocast, eval_batch_size
 
 PREFIX_CACHE_BYTES = 1 << 30  # cached prefix outputs of all views, at most (1 GiB)
 
@@ -58,7 +58,7 @@ def extract(
     *,
     device: torch.device,
     precision: str,
-    batch_size: int = 32,
+    batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Features (the head's input) of every item of `dataset`, as a float32 [N, D] tensor."""
@@ -152,6 +152,7 @@ def compute_features(
                 TensorImageDataset(train, train_transform),
                 device=device,
                 precision=precision,
+                batch_size=eval_batch_size(16, device),
                 on_batch=tick,
             )
             for _ in range(views)
@@ -164,6 +165,7 @@ def compute_features(
         TensorImageDataset(val, eval_transform),
         device=device,
         precision=precision,
+        batch_size=eval_batch_size(16, device),
         on_batch=tick,
     )
     result = FeatureSet(
@@ -425,7 +427,12 @@ def compute_prefix_cache(
             on_progress(done, total, "caching frozen-layer outputs")
 
     common = dict(
-        device=device, precision=precision, out_dtype=dtype, on_batch=tick, should_stop=should_stop
+        device=device,
+        precision=precision,
+        out_dtype=dtype,
+        batch_size=eval_batch_size(16, device),
+        on_batch=tick,
+        should_stop=should_stop,
     )
     train = torch.stack([run_frozen(prefix, train_batches, **common) for _ in range(fit_views)])
     val = run_frozen(prefix, val_batches, **common)

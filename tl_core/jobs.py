@@ -37,6 +37,7 @@ from tl_core.train import (
     Progress,
     TrainConfig,
     configure_threads,
+    eval_batch_size,
     evaluate,
     fit,
     make_loader,
@@ -519,16 +520,29 @@ def _train(
             "best_epoch": history.best_epoch,
         },
     )
-    val_loader = make_loader(
-        TensorImageDataset(val_imgs, eval_transform(pre)),
-        64,
-        shuffle=False,
-        generator=None,
-        device=device,
-    )
-    _, _, probs, labels = evaluate(
-        model, val_loader, device=device, precision="fp32", return_outputs=True
-    )
+    if spec.strategy == "feature_extractor" and spec.fast:
+        # The validation features are cached: the head alone gives the model's predictions.
+        val_loader = make_loader(
+            feats.Features(fset.val, fset.val_labels),
+            len(val_imgs.images),
+            shuffle=False,
+            generator=None,
+            device=device,
+        )
+        _, _, probs, labels = evaluate(
+            head, val_loader, device=device, channels_last=False, return_outputs=True
+        )
+    else:
+        val_loader = make_loader(
+            TensorImageDataset(val_imgs, eval_transform(pre)),
+            eval_batch_size(spec.train.batch_size, device),
+            shuffle=False,
+            generator=None,
+            device=device,
+        )
+        _, _, probs, labels = evaluate(
+            model, val_loader, device=device, precision=precision, return_outputs=True
+        )
     store.write_json(run_id, PREDICTIONS_FILE, _predictions(split, val_imgs.paths, probs, labels))
     summary = _history_summary(history)
     if history.status != "cancelled":

@@ -322,6 +322,7 @@ def run_worker(
     With `once`, train whatever is queued now and return. Returns the number of runs it
     took. Returns 0 at once when another worker holds this lab home's lock.
     """
+    from tl_core.allocator import release_free_memory
     from tl_core.jobs import execute_run
     from tl_core.runs import RunStore
 
@@ -378,6 +379,7 @@ def run_worker(
                 _log(f"run {run['id']}: failed: {exc.__class__.__name__}: {exc}")
             heartbeat.run_id = None
             heartbeat.beat()
+            release_free_memory()  # an idle worker should not sit on the last run's memory
             idle_since = time.monotonic()
     except Stopped as exc:
         _log(f"worker {os.getpid()} stopped by {exc}")
