@@ -165,3 +165,36 @@ def test_unreadable_files_are_skipped_and_counted(stripes) -> None:
         decoded_train, eval_transform(Preprocessing(32, 32, (0.5,) * 3, (0.5,) * 3))
     )
     assert ds[0][0].shape == (3, 32, 32)
+
+
+def test_predict_in_batches_gives_each_images_own_prediction(monkeypatch) -> None:
+    """Many images are predicted a batch at a time, with the same result as one by one."""
+    import random
+
+    from PIL import Image
+
+    from tl_core import evaluate as ev
+    from tl_core.models import build_for_inference
+
+    torch.manual_seed(0)
+    model = build_for_inference("small_cnn", 3).eval()
+    trained = ev.TrainedModel(
+        "r",
+        model,
+        ["a", "b", "c"],
+        Preprocessing.for_backbone(get_backbone("small_cnn")),
+        "small_cnn",
+        "scratch",
+    )
+    rng = random.Random(0)
+    images = [
+        Image.new("RGB", (40, 40), tuple(rng.randrange(256) for _ in range(3))) for _ in range(7)
+    ]
+    monkeypatch.setattr(ev, "PREDICT_BATCH", 3)
+    batched = ev.predict(trained, images, top_k=3)
+    single = [ev.predict(trained, [img], top_k=3)[0] for img in images]
+    assert len(batched) == 7
+    for b, s in zip(batched, single, strict=True):
+        assert [t["index"] for t in b] == [t["index"] for t in s]
+        for tb, ts in zip(b, s, strict=True):
+            assert abs(tb["prob"] - ts["prob"]) < 1e-5

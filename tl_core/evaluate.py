@@ -55,6 +55,9 @@ def load_trained(store: RunStore, run_id: str) -> TrainedModel:
     )
 
 
+PREDICT_BATCH = 16
+
+
 @torch.inference_mode()
 def predict(
     trained: TrainedModel, images: Sequence[Image.Image], top_k: int = 3
@@ -64,8 +67,12 @@ def predict(
         raise LabError(f"top-k must be at least 1, got {top_k}")
     if not images:
         return []
-    x = torch.stack([trained.tensor(img) for img in images])
-    probs = torch.softmax(trained.model(x).float(), dim=1)
+    # In batches: one batch of every image would hold the activations of all of them at once.
+    probs = []
+    for i in range(0, len(images), PREDICT_BATCH):
+        x = torch.stack([trained.tensor(img) for img in images[i : i + PREDICT_BATCH]])
+        probs.append(torch.softmax(trained.model(x).float(), dim=1))
+    probs = torch.cat(probs)
     k = min(top_k, len(trained.classes))
     values, indices = probs.topk(k, dim=1)
     return [
