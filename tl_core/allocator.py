@@ -5,8 +5,9 @@ heap as soon as its free top passes a small threshold. A CNN on the CPU allocate
 activations of tens of megabytes every batch, so each batch faults in and zeroes fresh pages:
 on this project's 2-core machine more than half the time of an EfficientNet-Lite0 forward
 pass went to the kernel (sys time). Serving those blocks from the heap and keeping up to
-`TRIM_BYTES` of freed memory for reuse measured 1.7x faster in bf16 and 2.8x in fp32
-(`tl_core/bench.py`'s commands; see README "Speed"). Freed memory above that is still returned.
+`TRIM_BYTES` of freed memory for reuse made Lite0 inference 2.3-2.8x and training 1.16x
+faster (`scripts/bench_malloc.py`; README "Speed"). Freed memory above that is still returned,
+and `release_free_memory` hands it all back between runs.
 
 jemalloc or tcmalloc through LD_PRELOAD do the same job, but need to be installed and set
 before the process starts; `mallopt` works from inside a running Python process.
@@ -21,9 +22,7 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-TRIM_BYTES = (
-    int(os.environ.get("TL_LAB_TRIM_MB", "1024")) << 20
-)  # freed memory kept by the heap before it is returned
+TRIM_BYTES = 1 << 30  # freed memory the heap keeps for reuse before returning it (1 GiB)
 
 _libc: ctypes.CDLL | None = None
 
