@@ -141,6 +141,7 @@ def compute_features(
         if on_progress is not None:
             on_progress(done, total, "computing features")
 
+    batch_size = eval_batch_size(16, device)
     # Each view draws its own random crops; seeding makes the cache reproducible.
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -152,7 +153,7 @@ def compute_features(
                 TensorImageDataset(train, train_transform),
                 device=device,
                 precision=precision,
-                batch_size=eval_batch_size(16, device),
+                batch_size=batch_size,
                 on_batch=tick,
             )
             for _ in range(views)
@@ -165,7 +166,7 @@ def compute_features(
         TensorImageDataset(val, eval_transform),
         device=device,
         precision=precision,
-        batch_size=eval_batch_size(16, device),
+        batch_size=batch_size,
         on_batch=tick,
     )
     result = FeatureSet(
