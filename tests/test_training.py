@@ -198,3 +198,29 @@ def test_predict_in_batches_gives_each_images_own_prediction(monkeypatch) -> Non
         assert [t["index"] for t in b] == [t["index"] for t in s]
         for tb, ts in zip(b, s, strict=True):
             assert abs(tb["prob"] - ts["prob"]) < 1e-5
+
+
+def test_feature_cache_reports_progress_up_to_every_image(stripes) -> None:
+    backbone = get_backbone("small_cnn")
+    pre = Preprocessing.for_backbone(backbone)
+    split = scan_dataset(stripes)
+    train = decode_items(split.train, pre.resize_size)
+    val = decode_items(split.val, pre.resize_size)
+    calls = []
+    feats.compute_features(
+        build_model("small_cnn", 2, "scratch").model,  # random weights do for counting
+        backbone,
+        train,
+        val,
+        train_transform=train_transform(pre, augment="crop_flip"),
+        eval_transform=eval_transform(pre),
+        views=3,
+        device=resolve_device("cpu"),
+        precision="fp32",
+        seed=0,
+        on_progress=lambda done, total, message: calls.append((done, total, message)),
+    )
+    total = 3 * len(train.images) + len(val.images)
+    assert calls[-1] == (total, total, "computing features")
+    dones = [d for d, _, _ in calls]
+    assert dones == sorted(dones) and len(set(dones)) == len(dones)

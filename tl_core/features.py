@@ -94,6 +94,21 @@ class FeatureSet:
     from_cache: bool = False
 
 
+def _progress_counter(
+    total: int, message: str, on_progress: ProgressFn | None
+) -> Callable[[int], None]:
+    """A per-batch callback that adds up images done and reports (done, total, message)."""
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total, message)
+
+    return tick
+
+
 def feature_cache_key(parts: dict) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
 
@@ -132,14 +147,9 @@ def compute_features(
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
                 cache_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    total = views * len(train.images) + len(val.images)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, total, "computing features")
+    tick = _progress_counter(
+        views * len(train.images) + len(val.images), "computing features", on_progress
+    )
 
     batch_size = eval_batch_size(16, device)
     # Each view draws its own random crops; seeding makes the cache reproducible.
@@ -418,14 +428,11 @@ def compute_prefix_cache(
     )
     if fit_views == 0:
         return None
-    total = fit_views * len(train_batches) + len(val_batches)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, total, "caching frozen-layer outputs")
+    tick = _progress_counter(
+        fit_views * len(train_batches) + len(val_batches),
+        "caching frozen-layer outputs",
+        on_progress,
+    )
 
     common = dict(
         device=device,
