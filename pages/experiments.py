@@ -93,7 +93,7 @@ else:
     )
     strategies = st.multiselect(
         "Strategies (all four make a comparison)",
-        STRATEGIES,
+        list(STRATEGIES),
         default=list(STRATEGIES),
         key="exp_strategies",
     )

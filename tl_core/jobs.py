@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -118,6 +118,23 @@ class RunSpec:
         data["train"] = TrainConfig(**data.get("train", {}))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def expand(spec: RunSpec, strategies: Sequence[str] | None = None, seeds: int = 1) -> list[RunSpec]:
+    """One spec per strategy and seed, strategy-major: the one seed rule of the lab.
+
+    Training seeds run `spec.train.seed`, +1, ... +seeds-1; the data split (`split_seed`)
+    stays the same, so every run of a comparison sees the same images. `strategies` defaults
+    to the spec's own strategy.
+    """
+    if seeds < 1:
+        raise LabError(f"seeds must be at least 1, got {seeds}")
+    names = list(strategies) if strategies else [spec.strategy]
+    return [
+        replace(spec, strategy=name, train=replace(spec.train, seed=spec.train.seed + k))
+        for name in names
+        for k in range(seeds)
+    ]
 
 
 def queue_runs(

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from tl_core.errors import LabError
-
-STRATEGIES = ("scratch", "feature_extractor", "partial_finetune", "full_finetune")
+from tl_core.strategies import STRATEGIES, get_strategy  # noqa: F401 - STRATEGIES re-exported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,6 +38,9 @@ class Backbone:
     std: tuple[float, float, float]
     input_size: int
     resize_size: int
+    # Seconds per image on one CPU core: (a training step, a forward pass). Read by the
+    # time estimates; relative costs between backbones matter more than the absolute values.
+    cpu_cost: tuple[float, float]
     # Where ImageNet weights come from; None for a network that only trains here.
     weights_file: str | None = None  # the file name torchvision's cache expects
     weights_url: str | None = None
@@ -143,6 +145,7 @@ BACKBONES: dict[str, Backbone] = {
         std=IMAGENET_STD,
         input_size=224,
         resize_size=256,
+        cpu_cost=(0.7, 0.2),
         weights_file="resnet18-f37072fd.pth",
         weights_url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
     ),
@@ -167,6 +170,7 @@ BACKBONES: dict[str, Backbone] = {
         std=IMAGENET_STD,
         input_size=224,
         resize_size=256,
+        cpu_cost=(6.0, 2.0),
         weights_file="vgg16-397923af.pth",
         weights_url="https://download.pytorch.org/models/vgg16-397923af.pth",
     ),
@@ -182,6 +186,7 @@ BACKBONES: dict[str, Backbone] = {
         std=(0.5, 0.5, 0.5),
         input_size=224,
         resize_size=256,
+        cpu_cost=(0.5, 0.15),
         packaged_weights=_efficientnet_lite0_weights,
     ),
     "small_cnn": Backbone(
@@ -195,6 +200,7 @@ BACKBONES: dict[str, Backbone] = {
         std=(0.5, 0.5, 0.5),
         input_size=32,
         resize_size=32,
+        cpu_cost=(0.004, 0.001),
     ),
 }
 
@@ -209,9 +215,7 @@ def get_backbone(name: str) -> Backbone:
 
 
 def check_strategy(name: str) -> str:
-    if name not in STRATEGIES:
-        raise LabError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    return name
+    return get_strategy(name).name
 
 
 # ---------------------------------------------------------------------------- weights

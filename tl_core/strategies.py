@@ -1,0 +1,71 @@
+"""The training strategies as data: one `Strategy` entry each, read by every consumer.
+
+What trains, whether ImageNet (or another run's) weights are needed, which fast path the run
+uses and how a run's cost compares with training the whole network. The CLI's choices, the
+pages, the estimates, the recipes and the tests read `STRATEGIES`; adding a strategy is one
+entry here plus its fast path (if any) in the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tl_core.errors import LabError
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way of training a backbone on a new data set."""
+
+    name: str
+    title: str  # a short label for charts and buttons
+    trains: str  # what learns, in words
+    needs_pretrained: bool  # starts from ImageNet weights or a run trained here
+    fast_path: str | None  # "features": cached backbone features; "prefix": cached frozen prefix
+    cost_factor: float  # an epoch's cost against training every layer (1.0)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "scratch": Strategy(
+        name="scratch",
+        title="From scratch",
+        trains="every layer, from random weights",
+        needs_pretrained=False,
+        fast_path=None,
+        cost_factor=1.0,
+    ),
+    "feature_extractor": Strategy(
+        name="feature_extractor",
+        title="Feature extractor",
+        trains="only the new head; the pretrained backbone is frozen",
+        needs_pretrained=True,
+        fast_path="features",
+        cost_factor=0.35,
+    ),
+    "partial_finetune": Strategy(
+        name="partial_finetune",
+        title="Partial fine-tuning",
+        trains="the last K layer groups and the new head",
+        needs_pretrained=True,
+        fast_path="prefix",
+        cost_factor=0.6,
+    ),
+    "full_finetune": Strategy(
+        name="full_finetune",
+        title="Full fine-tuning",
+        trains="every layer, starting from the pretrained weights",
+        needs_pretrained=True,
+        fast_path=None,
+        cost_factor=1.0,
+    ),
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The table entry for `name`; an unknown name fails with the valid choices."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise LabError(
+            f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}"
+        ) from None
