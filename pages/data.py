@@ -144,11 +144,21 @@ with tabs[5]:
         run_import("searching", search.search_images, target, terms, int(n))
 with tabs[6]:
     if workspaces.server_folders_allowed():
-        folder = st.text_input("A folder on the server, holding class folders", key="data_folder")
+        root = workspaces.import_root()
+        where = f"A folder under {root}" if root else "A folder on the server"
+        folder = st.text_input(f"{where}, holding class folders", key="data_folder")
         if folder and st.button(f"Import into {short}", key="data_folder_go"):
-            run_import("importing", sources.import_path, folder, target)
+            try:
+                allowed = workspaces.check_server_folder(folder)
+            except LabError as exc:
+                st.error(str(exc))
+            else:
+                run_import("importing", sources.import_path, allowed, target)
     else:
-        st.info("Importing server folders is turned off on this deployment.")
+        st.info(
+            "Importing server folders is turned off on this deployment "
+            "(the server's administrator can allow it with TL_LAB_SERVER_FOLDERS=1)."
+        )
 
 report = st.session_state.pop("data_report", None)
 if report:

@@ -17,44 +17,91 @@ import re
 import time
 import uuid
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from tl_core.errors import LabError
 
 SEPARATOR = "--"
 MAX_QUEUED_DEFAULT = 48  # a data-efficiency recipe is 45 runs
-_WORKSPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_QUEUED_TOTAL_DEFAULT = 200
+# Words of letters and digits joined by single '-' or '_': no leading, trailing or doubled
+# separator, so `team-` (whose `team---x` would read as `-x` in `team`) cannot exist.
+_WORKSPACE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+MAX_WORKSPACE = 32
 
 
 def check_workspace(name: str) -> str:
-    """'' (the default workspace) or lowercase letters, digits, '-' and '_', up to 32."""
+    """'' (the default workspace) or words of lowercase letters and digits joined by single
+    '-' or '_', up to 32 characters (`team-a`, `lab_2`)."""
     name = (name or "").strip().lower()
-    if name and (not _WORKSPACE.match(name) or SEPARATOR in name):
+    if name and (len(name) > MAX_WORKSPACE or not _WORKSPACE.match(name)):
         raise LabError(
-            f"invalid workspace name {name!r}: use lowercase letters, digits, '-' or '_' "
-            "(up to 32, no '--'), e.g. 'team-a'"
+            f"invalid workspace name {name!r}: use lowercase letters and digits, words joined "
+            "by single '-' or '_' (up to 32, not starting or ending with one), e.g. 'team-a'"
         )
     return name
 
 
-def dataset_name(workspace: str, short: str) -> str:
-    """The stored name of data set `short` in `workspace`."""
+def check_short_name(short: str) -> str:
+    """A data set name as a workspace sees it: a data set name without '--'."""
     from tl_core.data.store import check_dataset_name
 
     check_dataset_name(short)
     if SEPARATOR in short:
-        raise LabError(f"a data set name cannot contain {SEPARATOR!r}: {short!r}")
-    return f"{workspace}{SEPARATOR}{short}" if workspace else short
+        raise LabError(
+            f"invalid data set name {short!r}: it cannot contain {SEPARATOR!r} (that separates "
+            "the workspace from the name); use a single '-', e.g. 'ants-bees'"
+        )
+    return short
+
+
+def dataset_name(workspace: str, short: str) -> str:
+    """The stored name of data set `short` in `workspace`.
+
+    The mapping is one-to-one: a workspace holds no '--' and does not end with '-', and a
+    short name holds no '--' and starts with a letter or digit, so the first '--' of a stored
+    name is always the separator (`split_stored` undoes it).
+    """
+    from tl_core.data.store import check_dataset_name
+
+    check_short_name(short)
+    if not workspace:
+        return short
+    stored = f"{check_workspace(workspace)}{SEPARATOR}{short}"
+    try:
+        check_dataset_name(stored)
+    except LabError:
+        room = 64 - len(workspace) - len(SEPARATOR)
+        raise LabError(
+            f"data set name {short!r} is too long for workspace {workspace!r}: "
+            f"use at most {room} characters"
+        ) from None
+    return stored
+
+
+def split_stored(stored: str) -> tuple[str, str] | None:
+    """(workspace, short name) of a stored data set name; None for a name that no valid
+    pair makes (such as `team---x`, left by older versions: it belongs to no workspace)."""
+    workspace, sep, short = stored.partition(SEPARATOR)
+    if not sep:
+        workspace, short = "", stored
+    try:
+        if check_workspace(workspace) != workspace or dataset_name(workspace, short) != stored:
+            return None
+    except LabError:
+        return None
+    return workspace, short
 
 
 def short_name(stored: str) -> str:
     """`team-a--shapes` -> `shapes`."""
-    return stored.split(SEPARATOR, 1)[1] if SEPARATOR in stored else stored
+    pair = split_stored(stored)
+    return pair[1] if pair else stored
 
 
 def in_workspace(stored: str, workspace: str) -> bool:
-    if workspace:
-        return stored.startswith(workspace + SEPARATOR)
-    return SEPARATOR not in stored
+    pair = split_stored(stored)
+    return pair is not None and pair[0] == workspace
 
 
 def list_datasets(workspace: str) -> list:
@@ -64,12 +111,22 @@ def list_datasets(workspace: str) -> list:
     return [d for d in all_datasets() if in_workspace(d.name, workspace)]
 
 
+def _limit(variable: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(variable, default)))
+    except ValueError:
+        return default
+
+
 def max_queued() -> int:
     """Queued runs allowed per workspace (`TL_LAB_MAX_QUEUED`, default 48)."""
-    try:
-        return max(1, int(os.environ.get("TL_LAB_MAX_QUEUED", MAX_QUEUED_DEFAULT)))
-    except ValueError:
-        return MAX_QUEUED_DEFAULT
+    return _limit("TL_LAB_MAX_QUEUED", MAX_QUEUED_DEFAULT)
+
+
+def max_queued_total() -> int:
+    """Queued runs allowed on the whole lab, all workspaces together
+    (`TL_LAB_MAX_QUEUED_TOTAL`, default 200): made-up workspace names cannot pass it."""
+    return _limit("TL_LAB_MAX_QUEUED_TOTAL", MAX_QUEUED_TOTAL_DEFAULT)
 
 
 def queue_runs(store, specs: list, *, workspace: str, request_id: str | None = None) -> list[str]:
@@ -86,27 +143,57 @@ def queue_runs(store, specs: list, *, workspace: str, request_id: str | None = N
 
 
 def check_room(store, workspace: str, adding: int) -> None:
-    """Raise LabError when `adding` more runs would pass the workspace's queue limit."""
-    waiting = len(store.queue(workspace=workspace))
+    """Raise LabError when `adding` more runs would pass the workspace's queue limit or the
+    lab's limit for all workspaces together."""
+    everyone = store.queue()
+    waiting = sum(1 for r in everyone if r.get("workspace", "") == workspace)
     limit = max_queued()
     if waiting + adding > limit:
         raise LabError(
             f"this workspace already has {waiting} run(s) queued or running, and {adding} "
             f"more would pass its limit of {limit}; wait for some to finish or cancel them"
         )
+    total = max_queued_total()
+    if len(everyone) + adding > total:
+        raise LabError(
+            f"the lab already has {len(everyone)} run(s) queued or running in all "
+            f"workspaces, and {adding} more would pass its limit of {total} "
+            "(TL_LAB_MAX_QUEUED_TOTAL); wait for some to finish, or queue fewer runs"
+        )
 
 
 def server_folders_allowed() -> bool:
-    """Whether the Data page may import a folder on the server.
+    """Whether the Data page may import a folder on the server: only with
+    `TL_LAB_SERVER_FOLDERS=1` (otherwise any workspace could read any folder the server can,
+    another workspace's data sets included)."""
+    return os.environ.get("TL_LAB_SERVER_FOLDERS") == "1"
 
-    Off on a public Hugging Face Space (`SPACE_ID` is set there) unless
-    `TL_LAB_SERVER_FOLDERS=1`; on by default elsewhere (a laptop, a classroom machine), and
-    `TL_LAB_SERVER_FOLDERS=0` turns it off.
+
+def import_root() -> Path | None:
+    """`TL_LAB_IMPORT_ROOT`, resolved, when set: the only folder server imports may read."""
+    root = os.environ.get("TL_LAB_IMPORT_ROOT")
+    return Path(root).expanduser().resolve() if root else None
+
+
+def check_server_folder(path: str | Path) -> Path:
+    """The resolved path of a folder (or zip) on the server that the Data page may import.
+
+    Refused unless `server_folders_allowed()`; with `TL_LAB_IMPORT_ROOT` set, the path must
+    lie under it after links are resolved (so neither `..` nor a symbolic link escapes).
     """
-    setting = os.environ.get("TL_LAB_SERVER_FOLDERS")
-    if setting is not None:
-        return setting == "1"
-    return not os.environ.get("SPACE_ID")
+    if not server_folders_allowed():
+        raise LabError(
+            "importing server folders is turned off on this deployment "
+            "(the server's administrator can allow it with TL_LAB_SERVER_FOLDERS=1)"
+        )
+    resolved = Path(path).expanduser().resolve()
+    root = import_root()
+    if root is not None and not resolved.is_relative_to(root):
+        raise LabError(
+            f"{path} is outside the folder this server imports from ({root}); "
+            f"give a folder under {root}"
+        )
+    return resolved
 
 
 def click_request_id(

@@ -10,6 +10,7 @@ cache keyed by content); unreadable files are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 
 from tl_core import paths
 from tl_core.data.images import ImageDecodeError, is_image_name, load_rgb
+from tl_core.data.store import check_dataset_name
 from tl_core.errors import LabError
 from tl_core.transforms import to_uint8_tensor
 
@@ -54,19 +56,36 @@ class DataSplit:
         return out
 
 
+def looks_like_path(name_or_path: str | Path) -> bool:
+    """Whether `name_or_path` was given as a path: a `Path`, or text holding a folder
+    separator or starting with `.` or `~`. Anything else is a data set name."""
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    separators = [s for s in ("/", os.sep, os.altsep) if s]
+    return text.startswith((".", "~")) or any(s in text for s in separators)
+
+
 def resolve_dataset(name_or_path: str | Path) -> Path:
-    """A data set's folder: an existing path, else a data set name under the lab home."""
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir():
-        return candidate.resolve()
-    if candidate.exists():
-        raise LabError(f"{candidate} is a file, not a data set folder (a zip? import it first)")
-    named = paths.datasets_dir() / str(name_or_path)
-    if "/" not in str(name_or_path) and named.is_dir():
-        return named
+    """A data set's folder: a path (see `looks_like_path`) is that folder; a name is a data
+    set in the lab home, never a folder of the working directory."""
+    if looks_like_path(name_or_path):
+        candidate = Path(name_or_path).expanduser()
+        if candidate.is_dir():
+            return candidate.resolve()
+        if candidate.exists():
+            raise LabError(f"{candidate} is a file, not a data set folder (a zip? import it first)")
+        raise LabError(f"data set not found: there is no folder {str(name_or_path)!r}")
+    with contextlib.suppress(LabError):
+        named = paths.datasets_dir() / check_dataset_name(str(name_or_path))
+        if named.is_dir():
+            return named
+    hint = ""
+    if Path(name_or_path).is_dir():
+        hint = f"; to use the folder {name_or_path!r} here, give it as a path: ./{name_or_path}"
     raise LabError(
-        f"data set not found: {name_or_path!r} is neither a folder nor a data set name "
-        "(list them with `python -m tl_core data list`)"
+        f"data set not found: no data set named {str(name_or_path)!r} in the lab home (list them with "
+        f"`python -m tl_core data list`){hint}"
     )
 
 
