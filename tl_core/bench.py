@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tl_core.allocator import release_free_memory
 from tl_core.errors import LabError
+from tl_core.strategies import STRATEGIES
 
 # ---------------------------------------------------------------------------- memory
 
@@ -526,7 +527,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--strategy",
         required=True,
-        help="scratch, feature_extractor, partial_finetune or full_finetune",
+        help=", ".join(STRATEGIES),
     )
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--seeds", type=int, default=1, help="repeat both with seeds seed..seed+N-1")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tl_core.errors import DISK_ERRNOS, LabError, disk_error_message
+from tl_core.strategies import STRATEGIES
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -145,7 +146,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=_float, default=d.momentum)
     p.add_argument("--weight-decay", type=_float, default=d.weight_decay)
     p.add_argument("--optimizer", default=d.optimizer, help="sgd, adam or adamw")
-    p.add_argument("--schedule", default=d.schedule, help="none, step (StepLR) or cosine")
+    p.add_argument("--schedule", default=d.schedule, help="none, step (StepLR), cosine or onecycle")
     p.add_argument("--step-size", type=positive_int, default=d.step_size)
     p.add_argument("--gamma", type=_float, default=d.gamma)
     p.add_argument(
@@ -153,6 +154,23 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=_float,
         default=d.backbone_lr_mult,
         help="learning rate of pretrained layers relative to the new head (default 1)",
+    )
+    p.add_argument(
+        "--bn",
+        default=d.bn,
+        help="BatchNorm running statistics: train (updated) or frozen (kept; default train)",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=d.warmup_epochs,
+        help="epochs over which the learning rate rises linearly from ~0 (default 0)",
+    )
+    p.add_argument(
+        "--probe-epochs",
+        type=positive_int,
+        default=d.probe_epochs,
+        help=f"probe_finetune: epochs of the head alone on cached features (default {d.probe_epochs})",
     )
     p.add_argument(
         "--early-stopping",
@@ -207,6 +225,9 @@ def _spec(args: argparse.Namespace, strategy: str, seed: int | None = None):
         step_size=args.step_size,
         gamma=args.gamma,
         backbone_lr_mult=args.backbone_lr_mult,
+        bn=args.bn,
+        warmup_epochs=args.warmup_epochs,
+        probe_epochs=args.probe_epochs,
         early_stopping=args.early_stopping,
         seed=args.seed if seed is None else seed,
         device=args.device,
@@ -404,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         required=True,
-        help="scratch, feature_extractor, partial_finetune or full_finetune",
+        help=", ".join(STRATEGIES),
     )
     p.set_defaults(func=cmd_train)
 
@@ -476,6 +497,7 @@ def _plugins() -> list:
         "tl_core.worker",
         "tl_core.recipes",
         "tl_core.bench",
+        "tl_core.lr_find",
     ):
         try:
             module = importlib.import_module(name)
