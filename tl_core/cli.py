@@ -498,6 +498,7 @@ def _plugins() -> list:
         "tl_core.recipes",
         "tl_core.bench",
         "tl_core.lr_find",
+        "tl_core.launcher",
     ):
         try:
             module = importlib.import_module(name)

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from tl_core import persist
 from tl_core.errors import LabError
 
 APP_DIR_NAME = "transfer-learning-lab"
@@ -42,6 +43,7 @@ def lab_home() -> Path:
             f"cannot create the lab home {home}: {exc.strerror or exc}; "
             "set TL_LAB_HOME to a writable folder"
         ) from exc
+    persist.restore_if_empty(home)  # TL_LAB_PERSIST: an empty home comes back from there
     return home
 
 

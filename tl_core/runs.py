@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tl_core import paths
+from tl_core import paths, persist
 from tl_core.errors import LabError, as_lab_error
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -402,6 +402,7 @@ class RunStore:
         if status not in FINISHED:
             raise ValueError(f"not a finished status: {status}")
         self.update(run_id, status=status, finished=time.time(), **fields)
+        persist.run_finished(self.home, run_id)  # TL_LAB_PERSIST: keep it beyond a restart
 
     def request_cancel(self, run_id: str) -> str:
         """Ask a run to stop; a queued run is cancelled at once. Returns the new status."""

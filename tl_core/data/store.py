@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from tl_core import persist
 from tl_core.data.images import (
     MAX_IMAGE_PIXELS,
     DecodedImage,
@@ -316,6 +317,7 @@ def delete_dataset(name: str) -> DataReport:
     trash = path.with_name(f".trash-{name}-{uuid.uuid4().hex[:8]}")
     path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
+    persist.dataset_changed(path)  # TL_LAB_PERSIST: forget it there too
     return DataReport(
         name=name,
         classes=manifest.classes,
@@ -416,6 +418,7 @@ class DatasetWriter:
         self.tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        persist.dataset_changed(self.final)  # TL_LAB_PERSIST: keep it beyond a restart
 
     @staticmethod
     def _link(src: Path, dst: Path) -> None:
