@@ -9,12 +9,10 @@ settings. Options after `app` go to `streamlit run` unchanged (`tl-lab app --hel
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tl_core import paths
 from tl_core.errors import LabError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,19 +30,23 @@ def app_script() -> Path:
     )
 
 
-def streamlit_command(streamlit_args: Sequence[str] = ()) -> list[str]:
-    """The command that serves the app: `python -m streamlit run APP [options]`."""
-    return [sys.executable, "-m", "streamlit", "run", str(app_script()), *streamlit_args]
+def streamlit_argv(streamlit_args: Sequence[str] = ()) -> list[str]:
+    """The arguments of `streamlit` that serve the app: `run APP [options]`."""
+    return ["run", str(app_script()), *streamlit_args]
 
 
 def run_app(streamlit_args: Sequence[str] = ()) -> int:
-    """Serve the app in this process's place (POSIX), so signals and the pid are Streamlit's."""
-    command = streamlit_command(streamlit_args)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.name == "posix":
-        os.execv(command[0], command)  # does not return
-    return subprocess.call(command)
+    """Serve the app in this process, as `python -m streamlit run APP [options]` would.
+
+    In-process rather than a second interpreter: the pid and signals are the server's. The lab
+    home is made first: an unwritable one stops here with one line, and an empty one comes
+    back from `TL_LAB_PERSIST` before the first page view rather than during it.
+    """
+    argv = streamlit_argv(streamlit_args)
+    paths.lab_home()
+    from streamlit.web import cli as streamlit_cli
+
+    return streamlit_cli.main(argv, prog_name="streamlit")  # exits with Streamlit's status
 
 
 def cmd_app(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ STORE = "runs.sqlite"
 RESTORING = ".persist-restoring"  # left in the local home while a restore is under way
 
 _restored: set[Path] = set()
+_warned: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -42,7 +43,9 @@ def persist_dir() -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        _warn(f"{ENV}={value} is not a folder (is the bucket mounted?); nothing is kept there")
+        if value not in _warned:  # once per process, not at every run
+            _warned.add(value)
+            _warn(f"{ENV}={value} is not a folder (is the bucket mounted?); nothing is kept there")
         return None
     return path
 
