@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from tl_core import charts, machine, recipes, workspaces
+from tl_core import charts, consent, groups, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec
@@ -58,21 +58,29 @@ def recipes_panel() -> None:
             st.caption("Offline: recipes swap downloads for efficientnet_lite0 and offline sets.")
         for name, recipe in recipes.RECIPES.items():
             st.markdown(f"**{recipe.title}** — {recipe.description}")
-            if st.button(f"Queue {name}", key=f"recipe_{name}"):
-                try:
-                    with st.spinner("Preparing its data…"):
-                        plan = recipes.plan(name, offline=offline)
-                        workspaces.check_room(store, ws, len(plan.stages[0].specs))
-                        recipes.prepare_data(plan)
-                    click = workspaces.click_request_id(
-                        st.session_state, "recipe_last_click", [name, offline]
-                    )
-                    recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
-                except LabError as exc:
-                    st.error(str(exc))
-                else:
-                    ensure_worker()
-                    st.success(f"Recipe {name} queued; later stages queue themselves.")
+            clicked = st.button(f"Queue {name}", key=f"recipe_{name}")
+            if clicked or consent.pending(f"recipe_{name}"):
+                queue_recipe(name, offline, clicked)
+
+
+def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
+    """Prepare a recipe's data on the click; queue it then, or after consent (> 8 runs)."""
+    try:
+        plan = recipes.plan(name, offline=offline)
+        if clicked:
+            with st.spinner("Preparing its data…"):
+                workspaces.check_room(store, ws, len(plan.stages[0].specs))
+                recipes.prepare_data(plan)
+        total = lambda: consent.total_estimate(plan.specs, store)  # noqa: E731
+        if not consent.confirmed(f"recipe_{name}", clicked, len(plan.specs), total):
+            return
+        click = workspaces.click_request_id(st.session_state, "recipe_last_click", [name, offline])
+        recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
+    except LabError as exc:
+        st.error(str(exc))
+        return
+    ensure_worker()
+    st.success(f"Recipe {name} queued; later stages queue themselves.")
 
 
 st.title("Experiments")
@@ -183,7 +191,12 @@ else:
                 charts.strategy_diagram(backbone, strategy, int(blocks)),
                 key=f"diagram_{strategy}",
             )
-    if st.button(f"Start {len(specs)} run(s)", type="primary", key="exp_start", disabled=not specs):
+    clicked = st.button(
+        f"Start {len(specs)} run(s)", type="primary", key="exp_start", disabled=not specs
+    )
+    sizes = lambda spec: (n_train, n_val)  # noqa: E731
+    total = lambda: consent.total_estimate(specs, store, sizes)  # noqa: E731
+    if consent.confirmed("exp_start", clicked, len(specs), total):
         try:
             request_id = workspaces.click_request_id(
                 st.session_state, "exp_last_click", [s.to_dict() for s in specs]
@@ -202,6 +215,28 @@ def cancel(run_id: str) -> None:
     store.request_cancel(run_id)
 
 
+def cancel_all(group: str) -> None:
+    try:
+        groups.cancel_group(store, group)
+    except LabError as exc:
+        st.session_state["cancel_error"] = str(exc)
+
+
+def group_buttons(view: list[dict]) -> None:
+    """One "Cancel all" button per comparison or recipe with several runs waiting."""
+    if "cancel_error" in st.session_state:
+        st.error(st.session_state.pop("cancel_error"))
+    for key, members in groups.active_groups(view).items():
+        if len(members) > 1:
+            what = "recipe" if groups.recipe_launch(members[0]) else "comparison"
+            st.button(
+                f"Cancel all {len(members)} queued/running runs of this {what}",
+                key=f"cancel_group_{key}",
+                on_click=cancel_all,
+                args=(key,),
+            )
+
+
 @st.fragment(run_every=2)
 def queue_panel() -> None:
     st.subheader("Queue")
@@ -214,6 +249,7 @@ def queue_panel() -> None:
         st.caption(f"Background worker running (pid {worker.get('pid', '?')}).")
     if not view:
         st.write("Nothing queued or running in this workspace.")
+    group_buttons(view)
     now = time.time()
     for run in view:
         with st.container(border=True, key=f"queued_{run['id']}"):

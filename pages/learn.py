@@ -6,9 +6,9 @@ import uuid
 
 import streamlit as st
 
-from tl_core import charts
+from tl_core import charts, consent
 from tl_core.errors import LabError
-from tl_core.presets import PRESETS, queue_preset
+from tl_core.presets import PRESETS, preset_data, queue_preset
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
@@ -73,7 +73,9 @@ for n, (title, text, preset_key, strategies) in enumerate(IDEAS):
             )
     preset = PRESETS[preset_key]
     st.caption(f"Experiment: {preset.idea}")
-    if st.button(f"Run it: {preset.title}", key=f"learn_run_{preset_key}"):
+    clicked = st.button(f"Run it: {preset.title}", key=f"learn_run_{preset_key}")
+    total = lambda p=preset: consent.total_estimate(p.specs(preset_data(ws)), RunStore())  # noqa: E731
+    if consent.confirmed(f"learn_run_{preset_key}", clicked, len(preset.variants), total):
         try:
             queue_preset(
                 RunStore(), preset_key, workspace=ws, request_id=st.session_state["learn_request"]

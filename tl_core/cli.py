@@ -385,8 +385,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    status = _store().request_cancel(args.run_id)
-    _emit({"run_id": args.run_id, "status": status}, args.json, f"run {args.run_id}: {status}")
+    from tl_core.groups import cancel_group, cancel_runs
+
+    if bool(args.run_ids) == bool(args.group):
+        raise LabError("give run ids or --group GROUP_ID (one of the two)")
+    if len(args.run_ids) == 1:  # one run: the single object this command always printed
+        status = _store().request_cancel(args.run_ids[0])
+        row = {"run_id": args.run_ids[0], "status": status}
+        _emit(row, args.json, f"run {row['run_id']}: {status}")
+        return 0
+    rows = cancel_group(_store(), args.group) if args.group else cancel_runs(_store(), args.run_ids)
+    text = "\n".join(f"run {r['run_id']}: {r['status']}" for r in rows) or "nothing to cancel"
+    _emit(rows, args.json, text)
     return 0
 
 
@@ -471,8 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("cancel", help="ask a queued or running run to stop")
-    p.add_argument("run_id")
+    p = sub.add_parser(
+        "cancel",
+        help="ask queued or running runs to stop: run ids, or a whole comparison or recipe",
+    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    p.add_argument(
+        "--group",
+        metavar="GROUP_ID",
+        help="every run of a comparison (its group_id) or recipe launch (its launch id)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cancel)
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tl_core import paths
+from tl_core.data.folder import looks_like_path
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec, execute_run, queue_runs, run_summary
 from tl_core.runs import FINISHED, RunStore, atomic_write_bytes, new_run_id
@@ -347,7 +348,7 @@ def plan(
     is no longer the recipe's reference configuration, and the plan's notes say so.
     """
     r = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
-    if data is not None and Path(data).expanduser().is_dir():
+    if data is not None and looks_like_path(data) and Path(data).expanduser().is_dir():
         data = str(Path(data).expanduser().resolve())  # runs may train in another folder
     notes: list[str] = []
     prepare: list[DataStep] = []
@@ -694,11 +695,20 @@ def start_recipe(
     return launch_id
 
 
+def cancel_launch(launch_id: str) -> dict:
+    """Mark a launch cancelled so that `advance_recipe` queues no later stage (its queued
+    runs are cancelled by `tl_core.groups.cancel_group`); returns the launch record."""
+    record = load_launch(launch_id)
+    record.setdefault("cancelled", time.time())
+    _save_launch(record)
+    return record
+
+
 @dataclass
 class LaunchStatus:
     launch_id: str
     recipe: str
-    status: str  # "running" (something queued or training), "done", "failed"
+    status: str  # "running" (something queued or training), "done", "failed", "cancelled"
     stage: int  # the stage queued last
     stages: int
     run_ids: list[list[str]]
@@ -717,6 +727,10 @@ def advance_recipe(store: RunStore, launch_id: str) -> LaunchStatus:
     record = load_launch(launch_id)
     plan_ = Plan.from_dict(record["plan"])
     ids: list[list[str]] = record["stages"]
+    if record.get("cancelled"):  # `cancel_launch`: no later stage is queued
+        return LaunchStatus(
+            launch_id, plan_.recipe, "cancelled", len(ids) - 1, len(plan_.stages), ids
+        )
     while True:
         current = [store.get(i) for i in ids[-1]]
         status = LaunchStatus(

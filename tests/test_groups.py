@@ -1,0 +1,111 @@
+"""Cancelling a group as a whole: a comparison, a recipe launch (stages not queued yet
+included), several run ids at once; through the library and `python -m tl_core cancel`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from app_fixtures import small_specs
+
+from tl_core import groups, recipes
+from tl_core.cli import main
+from tl_core.errors import LabError
+from tl_core.jobs import queue_runs
+from tl_core.recipes import Plan, Stage
+from tl_core.runs import RunStore
+
+
+def statuses(store: RunStore, ids) -> list[str]:
+    return [store.get(i)["status"] for i in ids]
+
+
+def two_stage_plan(data) -> Plan:
+    specs = [replace(s, recipe="data-efficiency") for s in small_specs(data, seeds=2)]
+    return Plan(
+        recipe="data-efficiency",
+        title="two stages",
+        offline=True,
+        data=str(data),
+        stages=(Stage("first", tuple(specs)), Stage("second", tuple(specs))),
+    )
+
+
+def last_json(stdout: str):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_cancel_group_stops_one_comparison_and_no_other(stripes):
+    store = RunStore()
+    mine = queue_runs(store, small_specs(stripes, seeds=3))
+    other = queue_runs(store, small_specs(stripes, seeds=2))
+    running = store.claim_next()  # the first of `mine` is training
+    assert running["id"] == mine[0]
+    rows = groups.cancel_group(store, store.get(mine[0])["group_id"])
+    assert rows == [
+        {"run_id": mine[0], "status": "running"},  # asked to stop after its current batch
+        {"run_id": mine[1], "status": "cancelled"},
+        {"run_id": mine[2], "status": "cancelled"},
+    ]
+    assert store.cancel_requested(mine[0])
+    assert statuses(store, other) == ["queued", "queued"]
+    with pytest.raises(LabError, match="no group or recipe launch 'gnope'"):
+        groups.cancel_group(store, "gnope")
+
+
+def test_cancel_group_stops_a_recipe_launch_and_its_later_stages(stripes):
+    store = RunStore()
+    launch = recipes.start_recipe(store, two_stage_plan(stripes), launch_id="rtwo")
+    first = recipes.load_launch(launch)["stages"][0]
+    assert groups.group_key(store.get(first[0])) == launch
+    # The stage's own group id stands for the whole launch.
+    rows = groups.cancel_group(store, store.get(first[0])["group_id"])
+    assert [r["run_id"] for r in rows] == first
+    assert statuses(store, first) == ["cancelled", "cancelled"]
+    status = recipes.advance_recipe(store, launch)  # the stage has finished (cancelled)
+    assert status.status == "cancelled" and len(status.run_ids) == 1
+    assert len(store.list()) == 2  # the second stage was never queued
+
+
+def test_cancel_runs_checks_every_id_first(stripes):
+    store = RunStore()
+    ids = queue_runs(store, small_specs(stripes, seeds=2))
+    with pytest.raises(LabError, match="no run with id 'nope'"):
+        groups.cancel_runs(store, [ids[0], "nope"])
+    assert statuses(store, ids) == ["queued", "queued"]  # nothing half done
+
+
+def test_cancel_command_takes_several_ids_or_a_group(stripes, capsys):
+    store = RunStore()
+    a = queue_runs(store, small_specs(stripes, seeds=3))
+    b = queue_runs(store, small_specs(stripes, seeds=2))
+    assert main(["cancel", a[0], "--json"]) == 0  # one id: the object it always printed
+    assert last_json(capsys.readouterr().out) == {"run_id": a[0], "status": "cancelled"}
+    assert main(["cancel", a[1], b[0], "--json"]) == 0
+    assert last_json(capsys.readouterr().out) == [
+        {"run_id": a[1], "status": "cancelled"},
+        {"run_id": b[0], "status": "cancelled"},
+    ]
+    assert main(["cancel", "--group", store.get(a[2])["group_id"]]) == 0
+    assert f"run {a[2]}: cancelled" in capsys.readouterr().out
+    assert statuses(store, [*a, *b]) == ["cancelled"] * 4 + ["queued"]
+    launch = recipes.start_recipe(store, two_stage_plan(stripes), launch_id="rcli")
+    assert main(["cancel", "--group", launch, "--json"]) == 0
+    assert {r["status"] for r in last_json(capsys.readouterr().out)} == {"cancelled"}
+    assert recipes.advance_recipe(store, launch).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["cancel"], "give run ids or --group"),
+        (["cancel", "x", "--group", "g"], "give run ids or --group"),
+        (["cancel", "--group", "gnope"], "no group or recipe launch 'gnope'"),
+        (["cancel", "nope", "nope2"], "no run with id 'nope'"),
+    ],
+)
+def test_cancel_command_bad_input_is_one_line(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
