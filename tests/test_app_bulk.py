@@ -3,24 +3,16 @@ the estimated total time), and a comparison's queued runs cancel with one button
 
 from __future__ import annotations
 
-import pytest
+import test_app_experiments
 from app_fixtures import app_at, small_specs
 
-from tl_core.data.sources import import_folder
 from tl_core.jobs import queue_runs
 from tl_core.presets import PRESETS, Preset, Variant
 from tl_core.runs import RunStore
 
-
-@pytest.fixture(autouse=True)
-def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
-
-
-@pytest.fixture
-def stripes_set(stripes) -> str:
-    import_folder(stripes, "stripes")
-    return "stripes"
+# The Experiments page's fixtures: no background worker (autouse), the stripes set imported.
+no_worker = test_app_experiments.no_worker
+stripes_set = test_app_experiments.stripes_set
 
 
 def comparison_page(seeds: int):
