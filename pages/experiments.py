@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -10,19 +11,14 @@ import streamlit as st
 from tl_core import charts, consent, groups, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
 from tl_core.errors import LabError
-from tl_core.jobs import RunSpec
+from tl_core.fmt import format_duration
+from tl_core.jobs import RunSpec, expand
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
 from tl_core.runs import RunStore
+from tl_core.schedule import estimate_seconds, progress_fraction, queue_view
 from tl_core.train import OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
-from tl_core.worker import (
-    ensure_worker,
-    estimate_seconds,
-    format_duration,
-    progress_fraction,
-    queue_view,
-    worker_status,
-)
+from tl_core.worker import ensure_worker, worker_status
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()
@@ -134,31 +130,31 @@ else:
             key="exp_init",
         )
 
+    base = RunSpec(
+        data=data,
+        backbone=backbone,
+        strategy=strategies[0] if strategies else "scratch",
+        train=TrainConfig(
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            momentum=float(momentum),
+            optimizer=optimizer,
+            schedule=schedule,
+        ),
+        augment=augment,
+        per_class=int(per_class) or None,
+        trainable_blocks=int(blocks),
+        init_from=init_from,
+    )
     specs, problems = [], []
-    for strategy in strategies:
-        for k in range(int(seeds)):
-            spec = RunSpec(
-                data=data,
-                backbone=backbone,
-                strategy=strategy,
-                train=TrainConfig(
-                    epochs=int(epochs),
-                    batch_size=int(batch_size),
-                    lr=float(lr),
-                    momentum=float(momentum),
-                    optimizer=optimizer,
-                    schedule=schedule,
-                    seed=k,
-                ),
-                augment=augment,
-                per_class=int(per_class) or None,
-                trainable_blocks=int(blocks),
-                init_from=init_from if strategy != "scratch" else None,
-            )
-            try:
-                specs.append(spec.validate())
-            except LabError as exc:
-                problems.append(f"{strategy}: {exc}")
+    for spec in expand(base, strategies, int(seeds)) if strategies else []:
+        if spec.strategy == "scratch":  # starts from random weights, whatever was chosen
+            spec = replace(spec, init_from=None)
+        try:
+            specs.append(spec.validate())
+        except LabError as exc:
+            problems.append(f"{spec.strategy}: {exc}")
     for p in dict.fromkeys(problems):
         st.warning(p)
 

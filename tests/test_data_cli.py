@@ -19,7 +19,7 @@ from data_fixtures import (
     png_bytes,
 )
 
-from tl_core.data import cli as data_cli
+from tl_core.cli import data as data_cli
 from tl_core.errors import LabError
 
 REPORT_FIELDS = {"name", "classes", "added", "skipped", "counts"}

@@ -5,7 +5,8 @@ The benchmarks themselves are commands (`python -m tl_core bench`, README "Speed
 
 from __future__ import annotations
 
-from tl_core.bench import make_scaled_dataset, reference_run
+from benchmarks.reference import reference_run
+from tl_core.bench import make_scaled_dataset
 from tl_core.cli import main
 from tl_core.data.folder import scan_dataset
 

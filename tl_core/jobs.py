@@ -22,6 +22,7 @@ from tl_core.batches import ImageBatches
 from tl_core.data.folder import DataSplit, TensorImageDataset, decode_items, scan_dataset
 from tl_core.errors import LabError, as_lab_error
 from tl_core.models import (
+    BACKBONES,
     build_model,
     check_strategy,
     count_params,
@@ -31,6 +32,7 @@ from tl_core.models import (
     set_train_mode,
 )
 from tl_core.runs import NewRun, RunStore, atomic_torch_save
+from tl_core.strategies import STRATEGIES
 from tl_core.train import (
     Cancelled,
     History,
@@ -45,7 +47,13 @@ from tl_core.train import (
     resolve_precision,
     seed_everything,
 )
-from tl_core.transforms import Preprocessing, check_augment, eval_transform, train_transform
+from tl_core.transforms import (
+    AUGMENTATIONS,
+    Preprocessing,
+    check_augment,
+    eval_transform,
+    train_transform,
+)
 
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
@@ -59,23 +67,38 @@ StatusFn = Callable[[str, int, int], None]  # (message, done, total) for one-off
 class RunSpec:
     """What to train: data, backbone, strategy and the training configuration."""
 
-    data: str
-    backbone: str
-    strategy: str
+    # Each field's metadata gives its command-line help (see tl_core/cli/options.py).
+    data: str = field(metadata={"help": "a data set folder, or the name of an imported data set"})
+    backbone: str = field(metadata={"choices": BACKBONES})
+    strategy: str = field(metadata={"choices": STRATEGIES})
     train: TrainConfig = field(default_factory=TrainConfig)
-    trainable_blocks: int = 1
-    augment: str = "crop_flip"
-    per_class: int | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0  # the split (and per-class subset) stay fixed across training seeds
-    init_from: str | None = None
-    weights: str | None = None
+    trainable_blocks: int = field(
+        default=1, metadata={"help": "layer groups that train in partial_finetune"}
+    )
+    augment: str = field(default="crop_flip", metadata={"choices": AUGMENTATIONS})
+    per_class: int | None = field(default=None, metadata={"help": "cap training images per class"})
+    val_fraction: float = field(
+        default=0.2, metadata={"help": "share of images held out when the set has no val/"}
+    )
+    split_seed: int = field(  # the split (and per-class subset) stay fixed across training seeds
+        default=0, metadata={"help": "seed of the train/val split and the per-class subset"}
+    )
+    init_from: str | None = field(
+        default=None, metadata={"metavar": "RUN_ID", "help": "start from a finished run's weights"}
+    )
+    weights: str | None = field(
+        default=None, metadata={"metavar": "FILE", "help": "a local ImageNet weights file"}
+    )
     # Augmented views cached per training image (feature_extractor, and partial_finetune's
     # frozen-prefix outputs). 5 rather than 10: half the cost to build (README, "Speed").
-    feature_views: int = 5
-    fast: bool = True  # cached features for feature_extractor
+    feature_views: int = field(
+        default=5, metadata={"help": "augmented views cached per image (cached fast paths)"}
+    )
+    fast: bool = field(  # cached features / frozen-prefix outputs where the strategy allows
+        default=True, metadata={"help": "disable the cached fast paths (features, prefix)"}
+    )
     name: str | None = None
-    recipe: str | None = None
+    recipe: str | None = field(default=None, metadata={"cli": False})
 
     def validate(self) -> RunSpec:
         backbone = get_backbone(self.backbone)

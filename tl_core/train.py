@@ -34,29 +34,60 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 class TrainConfig:
     """Everything that shapes one training run; the defaults are the classic recipe's."""
 
-    epochs: int = 25
-    batch_size: int = 16
-    lr: float = 0.001
+    # Each field's metadata gives its command-line help (see tl_core/cli/options.py).
+    epochs: int = field(default=25, metadata={"min": 1, "help": "passes over the training set"})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "images per step"})
+    lr: float = field(default=0.001, metadata={"help": "learning rate of the new head"})
     momentum: float = 0.9
     weight_decay: float = 0.0
-    optimizer: str = "sgd"
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     # "step": x gamma every step_size epochs; "cosine": to 0 over all epochs; "onecycle": up
     # from lr/25 to lr (over the warm-up, else the first 30 %), then a cosine to ~0.
-    schedule: str = "none"
-    step_size: int = 7
-    gamma: float = 0.1
+    schedule: str = field(
+        default="none",
+        metadata={
+            "choices": SCHEDULES,
+            "help": "step: x gamma every step_size epochs; cosine: to 0 over all epochs; "
+            "onecycle: up to lr, then a cosine to ~0",
+        },
+    )
+    step_size: int = field(default=7, metadata={"min": 1, "help": "epochs per step (step)"})
+    gamma: float = field(default=0.1, metadata={"help": "lr factor per step (step)"})
     # lr of the pretrained layers = lr * this; the new head gets lr. 1.0 (today's behaviour)
     # until measurements justify another default (README, "Fine-tuning options").
-    backbone_lr_mult: float = 1.0
-    bn: str = "train"  # "frozen": every BatchNorm keeps its running statistics (eval mode)
-    warmup_epochs: int = 0  # lr rises linearly from ~0 over these epochs, batch by batch
-    probe_epochs: int = 10  # probe_finetune: epochs of the head alone on cached features
-    early_stopping: int = 0  # stop after this many epochs without a better val acc (0: never)
+    backbone_lr_mult: float = field(
+        default=1.0,
+        metadata={"help": "learning rate of pretrained layers relative to the new head"},
+    )
+    bn: str = field(  # "frozen": every BatchNorm keeps its running statistics (eval mode)
+        default="train",
+        metadata={
+            "choices": BN_MODES,
+            "help": "BatchNorm running statistics: train (updated) or frozen (kept)",
+        },
+    )
+    warmup_epochs: int = field(  # lr rises linearly from ~0 over these epochs, batch by batch
+        default=0,
+        metadata={"help": "epochs over which the learning rate rises linearly from ~0"},
+    )
+    probe_epochs: int = field(
+        default=10,
+        metadata={"min": 1, "help": "probe_finetune: epochs of the head alone on cached features"},
+    )
+    early_stopping: int = field(
+        default=0,
+        metadata={
+            "metavar": "EPOCHS",
+            "help": "stop after this many epochs without a better validation accuracy (0: never)",
+        },
+    )
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    validate_every: int = 1  # 0: only after the last epoch
+    device: str = field(default="auto", metadata={"choices": DEVICES})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    channels_last: bool = field(default=True, metadata={"help": "use the NCHW memory layout"})
+    validate_every: int = field(
+        default=1, metadata={"help": "epochs between validations (0: only after the last)"}
+    )
 
     def validate(self) -> TrainConfig:
         problems = []

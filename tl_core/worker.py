@@ -15,13 +15,12 @@ The worker
 - stops cleanly on SIGTERM/SIGINT (the run in progress is marked failed with the reason),
   and exits by itself after a while with nothing to do (the app starts it again).
 
-It also answers "when will my run start?": `queue_view` gives each queued or running run its
-position and expected start from `estimate_seconds`.
+How long queued runs will wait is `tl_core.schedule`'s job; the `worker` command is in
+`tl_core.cli.worker`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,8 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -322,17 +319,10 @@ def run_worker(
     With `once`, train whatever is queued now and return. Returns the number of runs it
     took. Returns 0 at once when another worker holds this lab home's lock.
     """
-    from tl_core.allocator import release_free_memory
-    from tl_core.jobs import execute_run
     from tl_core.runs import RunStore
 
     home = Path(home) if home is not None else paths.lab_home()
-    lock, slot = None, 0
-    for slot in range(max_workers()):  # noqa: B007 - the slot taken is used below
-        candidate = WorkerLock(home, slot)
-        if candidate.acquire():
-            lock = candidate
-            break
+    lock, slot = _take_slot(home)
     if lock is None:
         _log(f"{max_workers()} worker(s) already running for {home} (TL_LAB_MAX_WORKERS); exiting")
         return 0
@@ -361,25 +351,7 @@ def run_worker(
                 time.sleep(poll)
                 continue
             taken += 1
-            heartbeat.run_id = run["id"]
-            heartbeat.beat()
-            _log(f"run {run['id']}: {run['backbone']} {run['strategy']} started")
-            try:
-                record = execute_run(store, run["id"])
-                _log(f"run {run['id']}: {record['status']}")
-            except Stopped as exc:
-                store.finish(
-                    run["id"],
-                    "failed",
-                    error=f"the worker was stopped ({exc}) while this run was in progress; "
-                    "start it again",
-                )
-                raise
-            except Exception as exc:  # noqa: BLE001 - execute_run already marked it failed
-                _log(f"run {run['id']}: failed: {exc.__class__.__name__}: {exc}")
-            heartbeat.run_id = None
-            heartbeat.beat()
-            release_free_memory()  # an idle worker should not sit on the last run's memory
+            _run_one(store, run, heartbeat)
             idle_since = time.monotonic()
     except Stopped as exc:
         _log(f"worker {os.getpid()} stopped by {exc}")
@@ -393,197 +365,39 @@ def run_worker(
     return taken
 
 
+def _take_slot(home: Path) -> tuple[WorkerLock | None, int]:
+    """The first free worker slot's lock, held, and its number; (None, 0) when all are busy."""
+    for slot in range(max_workers()):
+        lock = WorkerLock(home, slot)
+        if lock.acquire():
+            return lock, slot
+    return None, 0
+
+
+def _run_one(store, run: dict, heartbeat: _Heartbeat) -> None:
+    """Train one claimed run; a failure is recorded on the run, a stop fails it and re-raises."""
+    from tl_core.allocator import release_free_memory
+    from tl_core.jobs import execute_run
+
+    heartbeat.run_id = run["id"]
+    heartbeat.beat()
+    _log(f"run {run['id']}: {run['backbone']} {run['strategy']} started")
+    try:
+        record = execute_run(store, run["id"])
+        _log(f"run {run['id']}: {record['status']}")
+    except Stopped as exc:
+        store.finish(
+            run["id"],
+            "failed",
+            error=f"the worker was stopped ({exc}) while this run was in progress; start it again",
+        )
+        raise
+    except Exception as exc:  # noqa: BLE001 - execute_run already marked it failed
+        _log(f"run {run['id']}: failed: {exc.__class__.__name__}: {exc}")
+    heartbeat.run_id = None
+    heartbeat.beat()
+    release_free_memory()  # an idle worker should not sit on the last run's memory
+
+
 def _log(message: str) -> None:
     print(time.strftime("%Y-%m-%d %H:%M:%S"), message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------- estimates
-
-# Seconds per image for one training step (forward + backward) and one forward pass, on
-# one CPU thread; measured roughly on a 2-core machine and scaled by the threads there are.
-# Used only until this lab home has finished runs of the same backbone and strategy.
-_CPU_SECONDS_PER_IMAGE = {
-    "small_cnn": (0.004, 0.001),
-    "efficientnet_lite0": (0.5, 0.15),
-    "resnet18": (0.7, 0.2),
-    "vgg16": (6.0, 2.0),
-}
-_GPU_SPEEDUP = 25.0
-_OVERHEAD_SECONDS = 10.0  # start-up: building the model, decoding pictures
-
-
-@dataclass(frozen=True)
-class Estimate:
-    seconds: float
-    basis: str  # "past runs here" or "rough table"
-
-
-def estimate_seconds(
-    spec,
-    num_train: int,
-    num_val: int,
-    store=None,
-) -> Estimate:
-    """How long a run of `spec` on this many images should take on this machine."""
-    from tl_core.train import resolve_device, usable_cpus
-
-    epochs = spec.train.epochs
-    images = max(1, num_train + num_val)
-    if store is not None:
-        rates = []
-        for r in store.list(status="done", limit=200):
-            if (
-                r["backbone"] == spec.backbone
-                and r["strategy"] == spec.strategy
-                and r.get("train_seconds")
-                and r.get("epoch")
-            ):
-                seen = (r.get("num_train") or 0) + (r.get("num_val") or 0)
-                if seen:
-                    rates.append(r["train_seconds"] / (r["epoch"] * seen))
-            if len(rates) >= 5:
-                break
-        if rates:
-            rates.sort()
-            return Estimate(rates[len(rates) // 2] * epochs * images, "past runs here")
-    train_cost, fwd_cost = _CPU_SECONDS_PER_IMAGE.get(spec.backbone, (0.3, 0.1))
-    try:
-        device = resolve_device(spec.train.device).type
-    except LabError:
-        device = "cpu"
-    scale = (1 / _GPU_SPEEDUP) if device == "cuda" else 1 / max(1, usable_cpus())
-    if spec.strategy == "feature_extractor" and spec.fast:
-        views = 1 if spec.augment == "none" else spec.feature_views
-        seconds = (num_train * views + num_val) * fwd_cost * scale + epochs * 0.01 * images
-    else:
-        if spec.strategy == "feature_extractor":
-            train_cost = fwd_cost * 1.3
-        seconds = epochs * (num_train * train_cost + num_val * fwd_cost) * scale
-        seconds += num_train * 0.01  # decoding
-    return Estimate(seconds + _OVERHEAD_SECONDS, "rough table")
-
-
-def _spec_estimate(run: dict, store) -> float:
-    from tl_core.jobs import RunSpec
-
-    spec = RunSpec.from_dict(run["config"])
-    n_train = run.get("num_train")
-    n_val = run.get("num_val")
-    if not n_train:
-        try:
-            from tl_core.data.folder import scan_dataset
-
-            split = scan_dataset(
-                spec.data,
-                val_fraction=spec.val_fraction,
-                seed=spec.split_seed,
-                per_class=spec.per_class,
-            )
-            n_train, n_val = len(split.train), len(split.val)
-        except LabError:
-            n_train, n_val = 100, 25
-    return estimate_seconds(spec, n_train, n_val or 0, store).seconds
-
-
-def progress_fraction(run: dict) -> float:
-    """How much of a running run is done, 0..1, from its epoch and batch counters."""
-    total = run.get("epochs_total") or 0
-    if not total:
-        return 0.0
-    done = run.get("epoch") or 0
-    if run.get("phase") == "training" and run.get("batches"):
-        done += (run.get("batch") or 0) / run["batches"]
-    return max(0.0, min(1.0, done / total))
-
-
-def time_left(run: dict, estimate: float, now: float | None = None) -> float:
-    """Seconds a running run still needs: from its pace once training, else the estimate."""
-    now = now or time.time()
-    elapsed = max(0.0, now - (run.get("started") or now))
-    fraction = progress_fraction(run)
-    if fraction > 0.02 and elapsed > 2:
-        return max(0.0, elapsed / fraction - elapsed)
-    return max(0.0, estimate - elapsed)
-
-
-def queue_view(store, workspace: str | None = None) -> list[dict]:
-    """Queued and running runs in worker order, each with `position` (0 = running now),
-    `estimate` (seconds), `time_left` and `expected_start` (epoch seconds).
-
-    The queue is shared by every workspace (one worker), so the expected start of a run
-    counts the runs of other workspaces ahead of it; only `workspace`'s runs are returned.
-    """
-    now = time.time()
-    out = []
-    clock = now
-    position = 0
-    cache: dict[str, float] = {}
-    for run in store.queue():
-        key = json.dumps(run["config"], sort_keys=True)
-        if key not in cache:
-            cache[key] = _spec_estimate(run, store)
-        estimate = cache[key]
-        if run["status"] == "running":
-            left = time_left(run, estimate, now)
-            entry = {**run, "position": 0, "estimate": estimate, "time_left": left}
-            entry["expected_start"] = run.get("started") or now
-            clock = max(clock, now + left)
-        else:
-            position += 1
-            entry = {**run, "position": position, "estimate": estimate, "time_left": estimate}
-            entry["expected_start"] = clock
-            clock += estimate
-        if workspace is None or run.get("workspace", "") == workspace:
-            out.append(entry)
-    return out
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    taken = run_worker(once=args.once, poll=args.poll, idle_exit=args.idle_exit, nice=args.nice)
-    print(json.dumps({"runs": taken}) if args.json else f"worker took {taken} run(s)")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "worker", help="train queued runs in the background (the web app starts it)"
-    )
-    p.add_argument("--once", action="store_true", help="train what is queued now, then exit")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between queue checks")
-    p.add_argument(
-        "--idle-exit",
-        type=float,
-        default=IDLE_EXIT,
-        help="exit after this many seconds with nothing queued",
-    )
-    p.add_argument(
-        "--nice", type=int, default=NICENESS, help="how much lower its priority is (0: same)"
-    )
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_worker)
-
-
-def format_duration(seconds: float | None) -> str:
-    """'45 s', '3 min 5 s', '1 h 2 min'."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-__all__: Sequence[str] = (
-    "ensure_worker",
-    "run_worker",
-    "worker_running",
-    "worker_status",
-    "queue_view",
-    "estimate_seconds",
-    "format_duration",
-)

@@ -10,36 +10,16 @@ line by the main CLI).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tl_core.cli import positive_int as _positive_int
+from tl_core.cli.common import Bars, add_json_flag, emit, positive_int
 from tl_core.data import builtin, curate, download, search, sources, store
 from tl_core.errors import LabError
 
 
-def _progress(desc: str) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
-    """An `on_progress` callback drawing a tqdm bar on stderr, and its close function."""
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit="img", file=sys.stderr, disable=not sys.stderr.isatty())
-
-    def update(done: int, total: int, _message: str) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update, bar.close
-
-
 def _emit(report: dict, args: argparse.Namespace, lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print("\n".join(lines))
+    emit(report, args.json, "\n".join(lines))
 
 
 def _report_lines(r: store.DataReport) -> list[str]:
@@ -56,11 +36,11 @@ def _finish(r: store.DataReport, args: argparse.Namespace) -> int:
 
 
 def _with_progress(desc: str, fn: Callable[..., store.DataReport], *a, **kw) -> store.DataReport:
-    update, close = _progress(desc)
+    bars = Bars()
     try:
-        return fn(*a, on_progress=update, **kw)
+        return fn(*a, on_progress=lambda done, total, _m: bars.status(desc, done, total), **kw)
     finally:
-        close()
+        bars.close()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -205,87 +185,95 @@ def cmd_resplit(args: argparse.Namespace) -> int:
     return _finish(r, args)
 
 
+def _leaf(sub, name: str, func: Callable[[argparse.Namespace], int], help: str):
+    p = sub.add_parser(name, help=help, description=help)
+    add_json_flag(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _fetch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=8, help="parallel downloads (8)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per request (20)")
+    p.add_argument("--max-mb", type=float, default=20.0, help="size limit per file (20)")
+    p.add_argument("--replace", action="store_true", help="start the data set afresh")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` and its commands to the main CLI's subparsers."""
     data = subparsers.add_parser("data", help="gather, list and curate data sets")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    _add_gather_commands(sub)
+    _add_curate_commands(sub)
 
-    def leaf(name: str, func: Callable[[argparse.Namespace], int], help: str):
-        p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--json", action="store_true", help="print a JSON report last")
-        p.set_defaults(func=func)
-        return p
 
-    def fetch_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workers", type=int, default=8, help="parallel downloads (8)")
-        p.add_argument("--timeout", type=float, default=20.0, help="seconds per request (20)")
-        p.add_argument("--max-mb", type=float, default=20.0, help="size limit per file (20)")
-        p.add_argument("--replace", action="store_true", help="start the data set afresh")
-
-    leaf("list", cmd_list, "list the data sets")
-    p = leaf("show", cmd_show, "summary, balance, duplicates, leakage and placeholders")
+def _add_gather_commands(sub) -> None:
+    _leaf(sub, "list", cmd_list, "list the data sets")
+    p = _leaf(sub, "show", cmd_show, "summary, balance, duplicates, leakage and placeholders")
     p.add_argument("name")
     p.add_argument("--fast", action="store_true", help="skip the placeholder scan")
 
-    p = leaf("import", cmd_import, "import a folder or zip of class folders")
+    p = _leaf(sub, "import", cmd_import, "import a folder or zip of class folders")
     p.add_argument("path", metavar="PATH_OR_ZIP")
     p.add_argument("--name", required=True)
     p.add_argument("--replace", action="store_true", help="replace the data set, not extend")
     p.add_argument("--keep-placeholders", action="store_true", help="keep placeholder images")
 
-    p = leaf("add", cmd_add, "add image files to one class")
+    p = _leaf(sub, "add", cmd_add, "add image files to one class")
     p.add_argument("name")
     p.add_argument("--class", dest="class_name", required=True)
     p.add_argument("--split", choices=store.SPLITS)
     p.add_argument("files", nargs="+")
 
-    p = leaf("urls", cmd_urls, "download a URL list: CSV url,label or a .txt per class")
+    p = _leaf(sub, "urls", cmd_urls, "download a URL list: CSV url,label or a .txt per class")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--name", required=True)
     p.add_argument("--label", help="class for a plain .txt list (default: the file name)")
-    fetch_options(p)
+    _fetch_options(p)
 
-    p = leaf("search", cmd_search, "one class per search term, images from Wikimedia Commons")
+    p = _leaf(sub, "search", cmd_search, "one class per search term, images from Wikimedia Commons")
     p.add_argument("--terms", required=True, help='comma-separated, e.g. "ant,bee"')
-    p.add_argument("--per-class", type=_positive_int, default=20)
+    p.add_argument("--per-class", type=positive_int, default=20)
     p.add_argument("--name", required=True)
     p.add_argument("--api-url", default=search.COMMONS_API, help=argparse.SUPPRESS)
-    fetch_options(p)
+    _fetch_options(p)
 
-    p = leaf("builtin", cmd_builtin, f"build a built-in set: {', '.join(builtin.BUILTINS)}")
+    p = _leaf(sub, "builtin", cmd_builtin, f"build a built-in set: {', '.join(builtin.BUILTINS)}")
     p.add_argument("builtin", metavar="NAME", choices=list(builtin.BUILTINS))
     p.add_argument("--as", dest="as_name", help="data set name (default: NAME)")
-    p.add_argument("--per-class", type=_positive_int, help="cap images per class and split")
+    p.add_argument("--per-class", type=positive_int, help="cap images per class and split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild an existing set")
 
-    p = leaf("rm", cmd_rm, "delete a data set")
+
+def _add_curate_commands(sub) -> None:
+    p = _leaf(sub, "rm", cmd_rm, "delete a data set")
     p.add_argument("name")
 
-    p = leaf("split-classes", cmd_split_classes, "new set with some classes of another")
+    p = _leaf(sub, "split-classes", cmd_split_classes, "new set with some classes of another")
     p.add_argument("source")
     p.add_argument("--keep", required=True, help="class names or indices, comma-separated")
     p.add_argument("--name", required=True)
-    p.add_argument("--per-class", type=_positive_int)
+    p.add_argument("--per-class", type=positive_int)
     p.add_argument("--seed", type=int, default=0)
 
-    p = leaf("rm-class", cmd_rm_class, "remove a class")
+    p = _leaf(sub, "rm-class", cmd_rm_class, "remove a class")
     p.add_argument("name")
     p.add_argument("class_name", metavar="CLASS")
 
-    p = leaf("rename-class", cmd_rename_class, "rename (or merge) a class")
+    p = _leaf(sub, "rename-class", cmd_rename_class, "rename (or merge) a class")
     p.add_argument("name")
     p.add_argument("old")
     p.add_argument("new")
 
-    p = leaf("rm-images", cmd_rm_images, "remove images by their path in the set")
+    p = _leaf(sub, "rm-images", cmd_rm_images, "remove images by their path in the set")
     p.add_argument("name")
     p.add_argument("paths", nargs="+")
 
-    p = leaf("rm-placeholders", cmd_rm_placeholders, "remove the images `show` flags")
+    p = _leaf(sub, "rm-placeholders", cmd_rm_placeholders, "remove the images `show` flags")
     p.add_argument("name")
 
-    p = leaf("resplit", cmd_resplit, "shuffle into train/val(/test) anew, per class")
+    p = _leaf(sub, "resplit", cmd_resplit, "shuffle into train/val(/test) anew, per class")
     p.add_argument("name")
     p.add_argument("--val", type=float, default=0.2)
     p.add_argument("--test", type=float, default=0.0)

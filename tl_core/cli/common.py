@@ -1,0 +1,151 @@
+"""What every command group shares: the parser class, argument types, output and progress."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+
+from tl_core.fmt import percent
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (argparse prints usage plus the line)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("python -m tl_core").strip()
+        hint = f"python -m tl_core {command} --help" if command else "python -m tl_core --help"
+        self.exit(2, f"error: {message} (see `{hint}`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def number(text: str) -> float:
+    """argparse type: a number."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def one_of(names: Iterable[str], what: str) -> Callable[[str], str]:
+    """argparse type: one of `names` (a registry's keys); the error lists the choices."""
+    names = list(names)
+
+    def check(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {text!r}; choose one of: {', '.join(names)}"
+            )
+        return text
+
+    check.__name__ = what  # argparse names the type in some messages
+    return check
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last stdout line"
+    )
+
+
+def emit(obj, as_json: bool, text: str) -> None:
+    """The command's result on stdout: one JSON line with --json, else `text`."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def runs_table(rows: list[dict]) -> str:
+    """Run summaries (`jobs.run_summary`) as a fixed-width table."""
+    header = f"{'run_id':24} {'backbone':18} {'strategy':18} {'status':10} {'best':>7} {'final':>7} {'epochs':>6} {'seconds':>8} {'trainable':>11}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        secs = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.1f}"
+        lines.append(
+            f"{r['run_id']:24} {r['backbone']:18} {r['strategy']:18} {r['status']:10} "
+            f"{percent(r['best_val_acc']):>7} {percent(r['final_val_acc']):>7} {r['epochs']:>6} "
+            f"{secs:>8} {r['trainable_params'] or 0:>11,}"
+        )
+    return "\n".join(lines)
+
+
+class Bars:
+    """tqdm progress bars on stderr: one per epoch, one per one-off step."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.bar = None
+        self.key = None
+
+    def _bar(self, key, total: int, desc: str):
+        from tqdm import tqdm
+
+        if self.key != key:
+            self.close()
+            self.bar = tqdm(
+                total=total,
+                desc=f"{self.label}{desc}",
+                file=sys.stderr,
+                leave=False,
+                mininterval=0.5,
+                disable=None,  # bars in a terminal; logs and pipes get the epoch lines only
+            )
+            self.key = key
+        return self.bar
+
+    def status(self, message: str, done: int, total: int) -> None:
+        bar = self._bar(("status", message), total, message)
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def progress(self, p) -> None:
+        bar = self._bar(("epoch", p.epoch), p.batches, f"epoch {p.epoch}/{p.epochs}")
+        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.acc:.3f}", refresh=False)
+        bar.update(p.batch - bar.n)
+        if p.epoch_stats is not None:
+            s = p.epoch_stats
+            self.close()
+            val = "" if s.val_acc is None else f" val_loss {s.val_loss:.4f} val_acc {s.val_acc:.4f}"
+            print(
+                f"{self.label}epoch {s.epoch}/{p.epochs}: train_loss {s.train_loss:.4f} "
+                f"train_acc {s.train_acc:.4f}{val} ({s.seconds:.1f}s)",
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.key = None
+
+
+@contextlib.contextmanager
+def bars_on_stderr(label: str = "") -> Iterator[Bars]:
+    """Progress bars for one piece of work, closed after it. Third-party loaders may print
+    to stdout, so stdout goes to stderr meanwhile: stdout keeps the result alone."""
+    bars = Bars(label)
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            yield bars
+        finally:
+            bars.close()
+
+
+def open_store():
+    from tl_core.runs import RunStore
+
+    return RunStore()

@@ -1,0 +1,228 @@
+"""Training and run commands: train, compare, resume, runs, show, predict, export, cancel, store.
+
+The train/compare flags are made from `RunSpec`'s and `TrainConfig`'s fields
+(`tl_core.cli.options`), so a new setting needs no change here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from pathlib import Path
+
+from tl_core.cli.common import (
+    add_json_flag,
+    bars_on_stderr,
+    emit,
+    open_store,
+    positive_int,
+    runs_table,
+)
+from tl_core.cli.options import add_config_options, config_from_args
+from tl_core.errors import LabError
+from tl_core.jobs import RunSpec, expand
+from tl_core.strategies import get_strategy
+
+
+def _base_spec(args: argparse.Namespace, strategy: str) -> RunSpec:
+    if args.weights is not None and not Path(args.weights).expanduser().is_file():
+        raise LabError(f"weights file not found: {args.weights}")
+    return config_from_args(RunSpec, args, strategy=strategy)
+
+
+def _run_specs(specs: list[RunSpec]) -> list[dict]:
+    """Queue `specs` as one group and train them here, one after another."""
+    from tl_core.jobs import execute_run, queue_runs, run_summary
+
+    store = open_store()
+    ids = queue_runs(store, specs, request_id=str(uuid.uuid4()))
+    results = []
+    for n, run_id in enumerate(ids, start=1):
+        label = f"[{n}/{len(ids)} {specs[n - 1].strategy}] " if len(ids) > 1 else ""
+        with bars_on_stderr(label) as bars:
+            try:
+                record = execute_run(
+                    store, run_id, on_progress=bars.progress, on_status=bars.status
+                )
+            except KeyboardInterrupt:
+                store.finish(run_id, "cancelled", error="interrupted from the keyboard")
+                raise
+        results.append(run_summary(record))
+    return results
+
+
+def _exit_code(results: list[dict]) -> int:
+    return 0 if all(r["status"] == "done" for r in results) else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    results = _run_specs([_base_spec(args, args.strategy)])
+    emit(results[0], args.json, runs_table(results))
+    return _exit_code(results)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies:
+        raise LabError(
+            "--strategies is empty; give a comma-separated list such as scratch,feature_extractor"
+        )
+    for s in strategies:
+        get_strategy(s)
+    specs = expand(_base_spec(args, strategies[0]), strategies, args.seeds)
+    results = _run_specs(specs)
+    emit(results, args.json, runs_table(results))
+    return _exit_code(results)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tl_core.jobs import resume_run, run_summary
+
+    with bars_on_stderr() as bars:
+        record = resume_run(
+            open_store(), args.run_id, on_progress=bars.progress, on_status=bars.status
+        )
+    result = run_summary(record)
+    emit(result, args.json, runs_table([result]))
+    return _exit_code([result])
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from tl_core.jobs import run_summary
+
+    rows = [run_summary(r) for r in open_store().list(limit=args.limit)]
+    emit(rows, args.json, runs_table(rows) if rows else "no runs yet")
+    return 0
+
+
+def _epoch_line(e: dict) -> str:
+    val_loss = e["val_loss"] if e["val_loss"] is None else round(e["val_loss"], 4)
+    val_acc = e["val_acc"] if e["val_acc"] is None else round(e["val_acc"], 4)
+    return (
+        f"epoch {e['epoch']:>3}: train_loss {e['train_loss']:.4f} train_acc {e['train_acc']:.4f} "
+        f"val_loss {val_loss} val_acc {val_acc} ({e['seconds']:.1f}s, lr {e['lr']:g})"
+    )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from tl_core.jobs import run_summary
+
+    store = open_store()
+    record = store.get(args.run_id)
+    summary = run_summary(record)
+    summary["config"] = record.get("config")
+    summary["classes"] = record.get("classes")
+    summary["history"] = store.epochs(args.run_id)
+    lines = [runs_table([summary]), "", *map(_epoch_line, summary["history"])]
+    if record.get("error"):
+        lines.append(f"note: {record['error']}")
+    emit(summary, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tl_core.evaluate import load_trained, predict_files
+
+    trained = load_trained(open_store(), args.run)
+    results = predict_files(trained, args.images, top_k=args.top_k)
+    text = []
+    for r in results:
+        if "error" in r:
+            text.append(f"{r['image']}: cannot read ({r['error']})")
+        else:
+            tops = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
+            text.append(f"{r['image']}: {tops}")
+    emit(results if args.json else None, args.json, "\n".join(text))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tl_core.evaluate import load_trained
+    from tl_core.export import export_model
+
+    info = export_model(load_trained(open_store(), args.run), args.format, args.out)
+    emit(
+        info,
+        args.json,
+        f"exported run {args.run} as {args.format} to {info['path']} (details in {info['path']}.json)",
+    )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    status = open_store().request_cancel(args.run_id)
+    emit({"run_id": args.run_id, "status": status}, args.json, f"run {args.run_id}: {status}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from tl_core import paths
+    from tl_core.runs import check_store, move_store_aside
+
+    found = check_store()
+    if args.action == "check":
+        emit({"status": found}, args.json, f"run store: {found}")
+        return 0 if found == "ok" else 1
+    if found == "ok" and not args.force:
+        raise LabError(
+            "the run store is healthy; nothing to reset (add --force to start afresh anyway)"
+        )
+    kept = move_store_aside()
+    emit(
+        {"status": "reset", "kept": str(kept) if kept else None},
+        args.json,
+        f"started a new run store in {paths.lab_home()}; the old one is kept as {kept}",
+    )
+    return 0
+
+
+def _command(sub, name: str, func, help: str, *, run_id: bool = False):
+    p = sub.add_parser(name, help=help)
+    if run_id:
+        p.add_argument("run_id")
+    add_json_flag(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the training and run commands to the main CLI's subparsers."""
+    p = _command(sub, "train", cmd_train, "train one run")
+    add_config_options(p, RunSpec)
+
+    p = _command(
+        sub, "compare", cmd_compare, "train several strategies on the same split, as one group"
+    )
+    add_config_options(p, RunSpec, skip={"strategy"})
+    p.add_argument(
+        "--strategies", required=True, help="comma-separated, e.g. scratch,feature_extractor"
+    )
+    p.add_argument(
+        "--seeds", type=positive_int, default=1, help="runs per strategy, with seeds seed..seed+N-1"
+    )
+
+    _command(
+        sub,
+        "resume",
+        cmd_resume,
+        "continue a failed or cancelled run from its last epoch",
+        run_id=True,
+    )
+    p = _command(sub, "runs", cmd_runs, "list runs, newest first")
+    p.add_argument("--limit", type=positive_int, default=None)
+    _command(sub, "show", cmd_show, "one run in full", run_id=True)
+
+    p = _command(sub, "predict", cmd_predict, "classify images with a finished run")
+    p.add_argument("--run", required=True, metavar="RUN_ID")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=positive_int, default=3)
+
+    p = _command(sub, "export", cmd_export, "export a finished run's model")
+    p.add_argument("--run", required=True, metavar="RUN_ID")
+    p.add_argument("--format", required=True, choices=["state_dict", "torchscript", "onnx"])
+    p.add_argument("--out", required=True, metavar="PATH")
+
+    _command(sub, "cancel", cmd_cancel, "ask a queued or running run to stop", run_id=True)
+    p = _command(sub, "store", cmd_store, "check the run store, or move a damaged one aside")
+    p.add_argument("action", choices=["check", "reset"])
+    p.add_argument("--force", action="store_true", help="reset even a healthy store")

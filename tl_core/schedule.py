@@ -1,0 +1,172 @@
+"""When will a run start, and how long will it take: estimates and the queue view.
+
+`estimate_seconds` prefers what finished runs of the same backbone and strategy took in this
+lab home; without any it uses the registries' rough costs (`Backbone.cpu_cost`,
+`Strategy.cost_factor`). `queue_view` gives each queued or running run its position and
+expected start. Nothing here reads or hashes image files: image counts come from the run
+record, the data set's manifest, or the file names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tl_core.errors import LabError
+
+_GPU_SPEEDUP = 25.0
+_OVERHEAD_SECONDS = 10.0  # start-up: building the model, decoding pictures
+_DECODE_SECONDS = 0.01  # per training image and run
+_HEAD_EPOCH_SECONDS = 0.01  # per image and epoch, training a head on cached features
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    basis: str  # "past runs here" or "rough table"
+
+
+def _past_rate(spec, store) -> float | None:
+    """Median seconds per image and epoch of up to 5 recent finished runs like `spec`."""
+    rates = []
+    for r in store.list(status="done", limit=200):
+        if r["backbone"] != spec.backbone or r["strategy"] != spec.strategy:
+            continue
+        seen = (r.get("num_train") or 0) + (r.get("num_val") or 0)
+        if r.get("train_seconds") and r.get("epoch") and seen:
+            rates.append(r["train_seconds"] / (r["epoch"] * seen))
+        if len(rates) >= 5:
+            break
+    return sorted(rates)[len(rates) // 2] if rates else None
+
+
+def _device_scale(spec) -> float:
+    from tl_core.train import resolve_device, usable_cpus
+
+    try:
+        device = resolve_device(spec.train.device).type
+    except LabError:
+        device = "cpu"
+    return (1 / _GPU_SPEEDUP) if device == "cuda" else 1 / max(1, usable_cpus())
+
+
+def estimate_seconds(spec, num_train: int, num_val: int, store=None) -> Estimate:
+    """How long a run of `spec` on this many images should take on this machine.
+
+    An unknown backbone or strategy raises LabError (with the valid choices).
+    """
+    from tl_core.models import get_backbone
+    from tl_core.strategies import get_strategy
+
+    backbone, strategy = get_backbone(spec.backbone), get_strategy(spec.strategy)
+    epochs = spec.train.epochs
+    images = max(1, num_train + num_val)
+    rate = _past_rate(spec, store) if store is not None else None
+    if rate is not None:
+        return Estimate(rate * epochs * images, "past runs here")
+    train_cost, fwd_cost = backbone.cpu_cost
+    scale = _device_scale(spec)
+    if strategy.fast_path == "features" and spec.fast:
+        views = 1 if spec.augment == "none" else spec.feature_views
+        seconds = (num_train * views + num_val) * fwd_cost * scale
+        seconds += epochs * _HEAD_EPOCH_SECONDS * images
+    else:
+        step = train_cost * strategy.cost_factor
+        seconds = epochs * (num_train * step + num_val * fwd_cost) * scale
+        seconds += num_train * _DECODE_SECONDS
+    return Estimate(seconds + _OVERHEAD_SECONDS, "rough table")
+
+
+def image_counts(spec) -> tuple[int, int]:
+    """(train, val) images of `spec`'s data set, from its manifest or its file names.
+
+    Approximate (the split is not made): for a queued run's estimate only.
+    """
+    from tl_core.data.folder import resolve_dataset
+    from tl_core.data.images import is_image_name
+    from tl_core.data.store import MANIFEST
+
+    root = resolve_dataset(spec.data)
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        records = json.loads(manifest.read_text(encoding="utf-8")).get("images", [])
+        paths = [Path(r["path"]) for r in records]
+    else:
+        paths = [p.relative_to(root) for p in root.rglob("*") if is_image_name(p)]
+    val = sum(1 for p in paths if p.parts[0] in ("val", "test"))
+    train = sum(1 for p in paths if p.parts[0] not in ("val", "test"))
+    if not val:  # a flat set: the run splits off val_fraction
+        val = round(train * spec.val_fraction)
+        train -= val
+    if spec.per_class is not None:
+        classes = len({p.parent.name for p in paths}) or 1
+        train = min(train, spec.per_class * classes)
+    return train, val
+
+
+def _run_estimate(run: dict, store) -> float | None:
+    from tl_core.jobs import RunSpec
+
+    try:
+        spec = RunSpec.from_dict(run["config"])
+        if run.get("num_train"):
+            counts = run["num_train"], run.get("num_val") or 0
+        else:
+            counts = image_counts(spec)
+        return estimate_seconds(spec, *counts, store).seconds
+    except (LabError, OSError, ValueError, KeyError, TypeError):
+        return None  # a data set gone or a name no longer known: no estimate
+
+
+def progress_fraction(run: dict) -> float:
+    """How much of a running run is done, 0..1, from its epoch and batch counters."""
+    total = run.get("epochs_total") or 0
+    if not total:
+        return 0.0
+    done = run.get("epoch") or 0
+    if run.get("phase") == "training" and run.get("batches"):
+        done += (run.get("batch") or 0) / run["batches"]
+    return max(0.0, min(1.0, done / total))
+
+
+def time_left(run: dict, estimate: float | None, now: float | None = None) -> float | None:
+    """Seconds a running run still needs: from its pace once training, else the estimate."""
+    now = now or time.time()
+    elapsed = max(0.0, now - (run.get("started") or now))
+    fraction = progress_fraction(run)
+    if fraction > 0.02 and elapsed > 2:
+        return max(0.0, elapsed / fraction - elapsed)
+    return None if estimate is None else max(0.0, estimate - elapsed)
+
+
+def queue_view(store, workspace: str | None = None) -> list[dict]:
+    """Queued and running runs in worker order, each with `position` (0 = running now),
+    `estimate` (seconds, None if unknown), `time_left` and `expected_start` (epoch seconds).
+
+    The queue is shared by every workspace (one worker), so the expected start of a run
+    counts the runs of other workspaces ahead of it; only `workspace`'s runs are returned.
+    """
+    now = clock = time.time()
+    out = []
+    position = 0
+    cache: dict[str, float | None] = {}
+    for run in store.queue():
+        key = json.dumps(run["config"], sort_keys=True)
+        if key not in cache:
+            cache[key] = _run_estimate(run, store)
+        estimate = cache[key]
+        if run["status"] == "running":
+            left = time_left(run, estimate, now)
+            entry = {**run, "position": 0, "estimate": estimate, "time_left": left}
+            entry["expected_start"] = run.get("started") or now
+            clock = max(clock, now + (left or 0.0))
+        else:
+            position += 1
+            entry = {**run, "position": position, "estimate": estimate, "time_left": estimate}
+            entry["expected_start"] = clock
+            clock += estimate or 0.0
+        if workspace is None or run.get("workspace", "") == workspace:
+            out.append(entry)
+    return out
