@@ -175,3 +175,58 @@ def test_bad_input_through_the_real_command_has_no_traceback(lab_home) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert "data set not found" in done.stderr
+
+
+def test_train_flags_are_the_config_dataclass_fields() -> None:
+    from tl_core.cli import build_parser
+    from tl_core.cli.options import config_from_args
+    from tl_core.jobs import RunSpec
+    from tl_core.models import BACKBONES
+    from tl_core.strategies import STRATEGIES
+
+    base = ["train", "--data", "d", "--backbone", "small_cnn", "--strategy", "scratch"]
+    parser = build_parser()
+    assert config_from_args(RunSpec, parser.parse_args(base)) == RunSpec(
+        "d", "small_cnn", "scratch"
+    )
+    more = ["--epochs", "3", "--optimizer", "adam", "--per-class", "4", "--no-fast"]
+    spec = config_from_args(RunSpec, parser.parse_args([*base, *more]))
+    assert (spec.train.epochs, spec.train.optimizer, spec.per_class, spec.fast) == (
+        3,
+        "adam",
+        4,
+        False,
+    )
+    helps = parser._subparsers._group_actions[0].choices["train"].format_help()
+    assert all(name in helps for name in [*BACKBONES, *STRATEGIES])
+
+
+def test_a_new_config_field_is_a_new_flag(capsys) -> None:
+    from dataclasses import dataclass, field
+
+    from tl_core.cli.common import Parser
+    from tl_core.cli.options import add_config_options, config_from_args
+
+    @dataclass(frozen=True)
+    class Demo:
+        name: str = field(metadata={"help": "what it is called"})
+        size: int = field(default=2, metadata={"min": 1})
+        mode: str = field(default="a", metadata={"choices": {"a": 1, "b": 2}})
+        loud: bool = False
+        cached: bool = True
+        hidden: int = field(default=0, metadata={"cli": False})
+
+    parser = Parser(prog="demo")
+    add_config_options(parser, Demo)
+    assert config_from_args(Demo, parser.parse_args(["--name", "x"])) == Demo("x")
+    argv = ["--name", "x", "--size", "5", "--mode", "b", "--loud", "--no-cached"]
+    assert config_from_args(Demo, parser.parse_args(argv)) == Demo("x", 5, "b", True, False)
+    for bad, message in (
+        (["--name", "x", "--mode", "c"], "choose one of: a, b"),
+        (["--name", "x", "--size", "0"], "at least 1"),
+        (["--name", "x", "--hidden", "1"], "unrecognized arguments"),
+        ([], "--name"),
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+        assert message in capsys.readouterr().err

@@ -5,6 +5,11 @@ The benchmarks themselves are commands (`python -m tl_core bench`, README "Speed
 
 from __future__ import annotations
 
+import json
+import sys
+
+import pytest
+
 from benchmarks.reference import reference_run
 from tl_core.bench import make_scaled_dataset
 from tl_core.cli import main
@@ -36,3 +41,27 @@ def test_bench_rejects_an_unknown_strategy_with_exit_2(stripes, capsys) -> None:
     code = main(["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "x"])
     assert code == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_bench_times_both_paths_for_one_epoch(stripes, lab_home, capsys) -> None:
+    argv = ["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"]
+    assert main([*argv, "--epochs", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["epochs"] == 1 and result["seeds"] == [0]
+    assert result["reference_seconds"] > 0 and result["lab_seconds"] > 0
+    assert result["speedup"] == pytest.approx(result["reference_seconds"] / result["lab_seconds"])
+    assert len(result["runs"][0]["reference"]["epoch_seconds"]) == 1
+
+
+def test_bench_without_the_benchmarks_folder_says_so_in_one_line(
+    stripes, lab_home, monkeypatch, capsys
+) -> None:
+    """An installed package has no benchmarks/: the reference cannot run, the lab's path can."""
+    monkeypatch.setitem(sys.modules, "benchmarks.reference", None)  # as if the folder were absent
+    argv = ["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"]
+    assert main([*argv, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "benchmarks/" in err and "--skip-reference" in err
+    assert main([*argv, "--epochs", "1", "--skip-reference", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["reference_seconds"] is None and result["lab_seconds"] > 0

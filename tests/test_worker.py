@@ -186,3 +186,43 @@ def test_max_workers_sets_how_many_runs_train_at_once(stripes, lab_home, monkeyp
     monkeypatch.setenv("TL_LAB_MAX_WORKERS", "0")
     with pytest.raises(LabError, match="between 1 and 16"):
         worker.max_workers()
+
+
+def test_queue_view_never_hashes_the_data_set(stripes, monkeypatch):
+    """The Experiments page refreshes the queue every 2 s: counting images must not read
+    every byte of the data set (queued runs have no stored image counts yet)."""
+    import tl_core.data.folder as folder
+
+    store = RunStore()
+    queue_runs(store, small_specs(stripes, seeds=2))
+
+    def no_hashing(*_args, **_kwargs):
+        raise AssertionError("the queue view hashed the data set")
+
+    monkeypatch.setattr(folder, "_hash_files", no_hashing)
+    view = schedule.queue_view(store)
+    assert len(view) == 2 and all(r["estimate"] > 0 for r in view)
+
+
+def test_image_counts_match_the_split_without_reading_images(stripes):
+    from tl_core.data.folder import scan_dataset
+
+    spec = small_specs(stripes, seeds=1)[0]
+    split = scan_dataset(stripes)
+    assert schedule.image_counts(spec) == (len(split.train), len(split.val))
+
+
+def test_rough_estimates_read_the_registries_and_refuse_unknown_names(stripes):
+    from dataclasses import replace
+
+    spec = replace(small_specs(stripes, seeds=1, epochs=4)[0], backbone="resnet18", fast=False)
+    partial = schedule.estimate_seconds(replace(spec, strategy="partial_finetune"), 100, 20)
+    full = schedule.estimate_seconds(replace(spec, strategy="full_finetune"), 100, 20)
+    assert partial.basis == full.basis == "rough table"
+    assert partial.seconds < full.seconds  # Strategy.cost_factor 0.6 against 1.0
+    vgg = schedule.estimate_seconds(
+        replace(spec, backbone="vgg16", strategy="full_finetune"), 100, 20
+    )
+    assert vgg.seconds > full.seconds  # Backbone.cpu_cost
+    with pytest.raises(LabError, match="resnet18"):
+        schedule.estimate_seconds(replace(spec, backbone="resnet50"), 100, 20)
