@@ -17,12 +17,9 @@ the head's (the `--lr` a run takes).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -50,7 +47,9 @@ class LRFindConfig:
 
     start_lr: float = 1e-7
     end_lr: float = 10.0
-    num_iter: int = 100
+    num_iter: int = field(
+        default=100, metadata={"min": 1, "help": f"mini-batches at most (5 to {MAX_ITERATIONS})"}
+    )
 
     def validate(self) -> LRFindConfig:
         if not 0 < self.start_lr < self.end_lr <= 100:
@@ -221,60 +220,3 @@ def find_lr(
         "start_lr": sweep.start_lr,
         "end_lr": sweep.end_lr,
     }
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def lr_find_text(result: dict) -> str:
-    lines = [
-        f"lr-find {result['backbone']} {result['strategy']}: {len(result['lrs'])} batches of "
-        f"{result['batch_size']}, stopped: {result['stopped']}",
-        f"{'lr':>10} {'loss':>8}",
-    ]
-    every = max(1, len(result["lrs"]) // 20)
-    for lr, loss in list(zip(result["lrs"], result["losses"], strict=True))[::every]:
-        lines.append(f"{lr:>10.2e} {loss:>8.4f}")
-    suggested = result["suggested_lr"]
-    lines.append(
-        "suggested lr: -" if suggested is None else f"suggested lr: {suggested:.2e} (--lr)"
-    )
-    return "\n".join(lines)
-
-
-def cmd_lr_find(args: argparse.Namespace) -> int:
-    from contextlib import redirect_stdout
-
-    from tl_core.cli import _Bars, _emit, _spec
-
-    sweep = LRFindConfig(args.start_lr, args.end_lr, args.num_iter).validate()
-    spec = _spec(args, args.strategy)
-    bars = _Bars()
-    with redirect_stdout(sys.stderr):
-        try:
-            result = find_lr(spec, sweep, on_status=bars.status)
-        finally:
-            bars.close()
-    if args.json:
-        print(lr_find_text(result), file=sys.stderr)
-    _emit(json.loads(json.dumps(result)), args.json, lr_find_text(result))
-    return 0
-
-
-def add_parser(sub) -> None:
-    from tl_core.cli import _add_train_options, _float, positive_int
-    from tl_core.strategies import STRATEGIES
-
-    d = LRFindConfig()
-    p = sub.add_parser("lr-find", help="loss against a rising learning rate, and a suggested --lr")
-    _add_train_options(p)
-    p.add_argument("--strategy", required=True, choices=list(STRATEGIES))
-    p.add_argument("--start-lr", type=_float, default=d.start_lr)
-    p.add_argument("--end-lr", type=_float, default=d.end_lr)
-    p.add_argument(
-        "--num-iter",
-        type=positive_int,
-        default=d.num_iter,
-        help=f"mini-batches at most (5 to {MAX_ITERATIONS}; default {d.num_iter})",
-    )
-    p.set_defaults(func=cmd_lr_find)

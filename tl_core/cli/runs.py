@@ -24,7 +24,8 @@ from tl_core.jobs import RunSpec, expand
 from tl_core.strategies import get_strategy
 
 
-def _base_spec(args: argparse.Namespace, strategy: str) -> RunSpec:
+def spec_from_args(args: argparse.Namespace, strategy: str) -> RunSpec:
+    """The `RunSpec` the train options describe, for `strategy`."""
     if args.weights is not None and not Path(args.weights).expanduser().is_file():
         raise LabError(f"weights file not found: {args.weights}")
     return config_from_args(RunSpec, args, strategy=strategy)
@@ -56,7 +57,7 @@ def _exit_code(results: list[dict]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    results = _run_specs([_base_spec(args, args.strategy)])
+    results = _run_specs([spec_from_args(args, args.strategy)])
     emit(results[0], args.json, runs_table(results))
     return _exit_code(results)
 
@@ -69,7 +70,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     for s in strategies:
         get_strategy(s)
-    specs = expand(_base_spec(args, strategies[0]), strategies, args.seeds)
+    specs = expand(spec_from_args(args, strategies[0]), strategies, args.seeds)
     results = _run_specs(specs)
     emit(results, args.json, runs_table(results))
     return _exit_code(results)
