@@ -18,11 +18,11 @@ CONFIRM_ABOVE = 8  # runs one click may queue without asking again
 def total_estimate(
     specs: Sequence, store=None, sizes: Callable[[object], tuple[int, int]] | None = None
 ) -> float | None:
-    """The estimated training time of all `specs`, in seconds (`worker.estimate_seconds` per
+    """The estimated training time of all `specs`, in seconds (`schedule.estimate_seconds` per
     run); None when a run's data cannot be read yet. `sizes(spec)` gives (training,
     validation) images; by default each data set is scanned once."""
     from tl_core.data.folder import scan_dataset
-    from tl_core.worker import estimate_seconds
+    from tl_core.schedule import estimate_seconds
 
     seen: dict[tuple, tuple[int, int]] = {}
 
@@ -47,7 +47,7 @@ def total_estimate(
 
 
 def describe(runs: int, seconds: float | None) -> str:
-    from tl_core.worker import format_duration
+    from tl_core.fmt import format_duration
 
     time = (
         "the total time is not known yet"

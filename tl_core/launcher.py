@@ -3,12 +3,12 @@
 In a clone the app is `app.py` and `pages/` at the repository root (`streamlit run app.py`
 works as it always did). An installed wheel holds the same files as `tl_core/_app/` (see
 setup.py), with `.streamlit/config.toml` beside `app.py`, where Streamlit reads a script's own
-settings. Options after `app` go to `streamlit run` unchanged (`tl-lab app --help` lists them).
+settings. Options after `app` go to `streamlit run` unchanged (`tl-lab app --help` lists them);
+the command itself is in `tl_core.cli.app`.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,19 +47,3 @@ def run_app(streamlit_args: Sequence[str] = ()) -> int:
     from streamlit.web import cli as streamlit_cli
 
     return streamlit_cli.main(argv, prog_name="streamlit")  # exits with Streamlit's status
-
-
-def cmd_app(args: argparse.Namespace) -> int:
-    return run_app(args.streamlit_args)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    # '+' as the only option prefix: every `--server.*` option reaches streamlit untouched.
-    p = subparsers.add_parser(
-        "app",
-        help="start the web app (options after `app` go to `streamlit run`)",
-        prefix_chars="+",
-        add_help=False,
-    )
-    p.add_argument("streamlit_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_app)

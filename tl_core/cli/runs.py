@@ -151,8 +151,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    status = open_store().request_cancel(args.run_id)
-    emit({"run_id": args.run_id, "status": status}, args.json, f"run {args.run_id}: {status}")
+    from tl_core.groups import cancel_group, cancel_runs
+
+    if bool(args.run_ids) == bool(args.group):
+        raise LabError("give run ids or --group GROUP_ID (one of the two)")
+    store = open_store()
+    if len(args.run_ids) == 1:  # one run: the single object this command always printed
+        status = store.request_cancel(args.run_ids[0])
+        row = {"run_id": args.run_ids[0], "status": status}
+        emit(row, args.json, f"run {row['run_id']}: {status}")
+        return 0
+    rows = cancel_group(store, args.group) if args.group else cancel_runs(store, args.run_ids)
+    text = "\n".join(f"run {r['run_id']}: {r['status']}" for r in rows) or "nothing to cancel"
+    emit(rows, args.json, text)
     return 0
 
 
@@ -223,7 +234,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=["state_dict", "torchscript", "onnx"])
     p.add_argument("--out", required=True, metavar="PATH")
 
-    _command(sub, "cancel", cmd_cancel, "ask a queued or running run to stop", run_id=True)
+    p = _command(
+        sub,
+        "cancel",
+        cmd_cancel,
+        "ask queued or running runs to stop: run ids, or a whole comparison or recipe",
+    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    p.add_argument(
+        "--group",
+        metavar="GROUP_ID",
+        help="every run of a comparison (its group_id) or recipe launch (its launch id)",
+    )
     p = _command(sub, "store", cmd_store, "check the run store, or move a damaged one aside")
     p.add_argument("action", choices=["check", "reset"])
     p.add_argument("--force", action="store_true", help="reset even a healthy store")
