@@ -29,6 +29,7 @@ from tl_core.allocator import release_free_memory
 from tl_core.errors import LabError
 from tl_core.models import BACKBONES
 from tl_core.strategies import STRATEGIES
+from tl_core.train import DEVICES
 
 Log = Callable[[str], None]
 
@@ -44,7 +45,7 @@ class BenchConfig:
     epochs: int = 25
     seeds: int = field(default=1, metadata={"help": "repeat both with seeds seed..seed+N-1"})
     seed: int = 0
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
+    device: str = field(default="auto", metadata={"choices": DEVICES})
     trainable_blocks: int = 1
     feature_views: int | None = field(default=None, metadata={"help": "default: the lab's"})
     weights: str | None = field(
