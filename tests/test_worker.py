@@ -188,18 +188,23 @@ def test_max_workers_sets_how_many_runs_train_at_once(stripes, lab_home, monkeyp
         worker.max_workers()
 
 
-def test_queue_view_never_hashes_the_data_set(stripes, monkeypatch):
+def test_queue_view_never_reads_an_image(stripes, monkeypatch):
     """The Experiments page refreshes the queue every 2 s: counting images must not read
-    every byte of the data set (queued runs have no stored image counts yet)."""
-    import tl_core.data.folder as folder
+    (or hash) the data set's files (queued runs have no stored image counts yet)."""
+    import builtins
+
+    from tl_core.data.images import is_image_name
 
     store = RunStore()
     queue_runs(store, small_specs(stripes, seeds=2))
+    real_open = builtins.open
 
-    def no_hashing(*_args, **_kwargs):
-        raise AssertionError("the queue view hashed the data set")
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and is_image_name(file):
+            raise AssertionError(f"the queue view read {file}")
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(folder, "_hash_files", no_hashing)
+    monkeypatch.setattr(builtins, "open", guarded_open)
     view = schedule.queue_view(store)
     assert len(view) == 2 and all(r["estimate"] > 0 for r in view)
 
