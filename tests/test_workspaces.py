@@ -197,3 +197,18 @@ def test_the_lab_wide_limit_defaults_to_200(monkeypatch):
     assert workspaces.max_queued_total() == 200
     monkeypatch.setenv("TL_LAB_MAX_QUEUED_TOTAL", "not a number")
     assert workspaces.max_queued_total() == 200
+
+
+def test_a_repeated_click_at_the_limit_gets_its_runs_back_and_a_new_one_is_refused(
+    stripes, monkeypatch
+):
+    """Request ids are de-duplicated once, by the run store; the queue limit does not count
+    the runs of the request being repeated."""
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "2")
+    store = RunStore()
+    specs = small_specs(stripes, seeds=2)
+    first = workspaces.queue_runs(store, specs, workspace="team", request_id="click-1")
+    again = workspaces.queue_runs(store, specs, workspace="team", request_id="click-1")
+    assert again == first and len(store.queue()) == 2
+    with pytest.raises(LabError, match="limit of 2"):
+        workspaces.queue_runs(store, specs, workspace="team", request_id="click-2")

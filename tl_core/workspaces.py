@@ -134,18 +134,17 @@ def queue_runs(store, specs: list, *, workspace: str, request_id: str | None = N
     from tl_core.jobs import queue_runs as queue
 
     workspace = check_workspace(workspace)
-    if request_id is not None:
-        existing = [r for r in store.list(workspace=workspace) if r.get("request_id") == request_id]
-        if existing:  # the same click arriving twice
-            return [r["id"] for r in sorted(existing, key=lambda r: r["created"])]
-    check_room(store, workspace, len(specs))
+    check_room(store, workspace, len(specs), request_id=request_id)
+    # The same click arriving twice gets the first click's runs back: the run store
+    # de-duplicates request ids, atomically.
     return queue(store, specs, request_id=request_id, workspace=workspace)
 
 
-def check_room(store, workspace: str, adding: int) -> None:
+def check_room(store, workspace: str, adding: int, *, request_id: str | None = None) -> None:
     """Raise LabError when `adding` more runs would pass the workspace's queue limit or the
-    lab's limit for all workspaces together."""
-    everyone = store.queue()
+    lab's limit for all workspaces together. Runs of `request_id` itself do not count: a
+    repeated click adds nothing (the store returns its runs)."""
+    everyone = [r for r in store.queue() if request_id is None or r.get("request_id") != request_id]
     waiting = sum(1 for r in everyone if r.get("workspace", "") == workspace)
     limit = max_queued()
     if waiting + adding > limit:
