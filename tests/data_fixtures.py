@@ -163,6 +163,29 @@ def slow_route(delay: float, data: bytes = b"") -> Route:
     return route
 
 
+def trickle_route(*, headers: bool, limit: int = 40) -> Route:
+    """One byte a second: in the body (after honest headers), or in the headers themselves.
+    Stops when the client hangs up, or after `limit` bytes."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n"
+        if headers:
+            stream = head + b"X-Padding: " + b"a" * limit
+        else:
+            h.wfile.write(head + b"\r\n")
+            stream = b"\xff" * limit
+        try:
+            for byte in stream:
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                time.sleep(1.0)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        h.close_connection = True
+
+    return route
+
+
 def chunked_route(total: int) -> Route:
     """An endless-looking body without Content-Length: the byte limit must stop it."""
 

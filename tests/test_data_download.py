@@ -4,6 +4,7 @@ becomes a way into private networks."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from data_fixtures import (
     send,
     slow_route,
     status_route,
+    trickle_route,
 )
 
 from tl_core.data import download
@@ -61,6 +63,34 @@ def reasons(report) -> dict[str, str]:
 )
 def test_non_public_addresses_are_refused(ip: str, kind: str) -> None:
     assert kind in address_problem(ip, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    ("ip", "embedded"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1 is a loopback"),
+        ("::127.0.0.1", "127.0.0.1 is a loopback"),
+        ("64:ff9b::7f00:1", "127.0.0.1 is a loopback"),  # NAT64
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254 is a link-local"),
+        ("64:ff9b:1:7f00:0:100::", "embeds"),  # local-use NAT64, 127.0.0.1 in the /48 layout
+        ("64:ff9b:1::a00:1", "embeds"),  # local-use NAT64, 10.0.0.1 in the /96 layout
+        ("2002:7f00:1::", "127.0.0.1 is a loopback"),  # 6to4
+        ("2002:c0a8:1::1", "192.168.0.1 is a private"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1 is a loopback"),  # Teredo
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1 is a private"),
+    ],
+)
+def test_ipv6_forms_are_judged_by_the_ipv4_they_embed(ip: str, embedded: str) -> None:
+    assert embedded in address_problem(ip, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    ["64:ff9b::808:808", "2002:808:808::", "2001:0:4136:e378:8000:63bf:f7f7:f7f6"],
+    ids=["NAT64", "6to4", "Teredo"],
+)
+def test_ipv6_forms_around_a_public_ipv4_are_allowed(ip: str) -> None:
+    assert address_problem(ip, allow_private=False) is None
 
 
 def test_public_addresses_are_allowed() -> None:
@@ -272,3 +302,59 @@ def test_bad_labels_are_skipped_not_fatal(http_server, tmp_path: Path) -> None:
     report = download_url_list(lst, "labels", policy=LOCAL)
     assert report.counts == {"ok": 1}
     assert "no usable characters" in reasons(report)[http_server.url("/1.jpg")]
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["slow body", "slow headers"])
+def test_the_deadline_holds_against_a_trickling_server(http_server, headers: bool) -> None:
+    http_server.routes["/drip.jpg"] = trickle_route(headers=headers)
+    policy = FetchPolicy(**{**LOCAL.__dict__, "read_timeout": 3.0, "total_timeout": 5.0})
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="too slow: not finished within 5s"):
+        SafeFetcher(policy).get(http_server.url("/drip.jpg"))
+    assert time.monotonic() - started < 5.0 + 2.0
+
+
+def test_cli_timeout_is_the_deadline_of_each_url(http_server, tmp_path, monkeypatch, capsys):
+    import json
+
+    from tl_core.cli import main
+
+    monkeypatch.setenv("TL_LAB_ALLOW_PRIVATE_URLS", "1")
+    http_server.routes["/drip.jpg"] = trickle_route(headers=False)
+    http_server.routes["/ok.jpg"] = image_route(jpeg_bytes(5))
+    lst = tmp_path / "l.csv"
+    lst.write_text(f"{http_server.url('/drip.jpg')},a\n{http_server.url('/ok.jpg')},b\n")
+    main(["data", "list"])  # the CLI's imports, outside the time measured
+    started = time.monotonic()
+    code = main(["data", "urls", str(lst), "--name", "drip", "--timeout", "3", "--json"])
+    assert time.monotonic() - started < 3.0 + 2.0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and report["counts"] == {"b": 1}
+    assert "too slow" in report["skipped"][0]["reason"]
+
+
+def test_malformed_urls_are_skipped_and_the_rest_come_in(
+    http_server, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from tl_core.cli import main
+
+    monkeypatch.setenv("TL_LAB_ALLOW_PRIVATE_URLS", "1")
+    http_server.routes["/1.jpg"] = image_route(jpeg_bytes(1))
+    http_server.routes["/2.jpg"] = image_route(jpeg_bytes(2))
+    bad = ["http://[::1", "http://[127.0.0.1]/x.png", "http://127.0.0.1:99999/x.png"]
+    lst = tmp_path / "l.txt"
+    lst.write_text("\n".join([http_server.url("/1.jpg"), *bad, http_server.url("/2.jpg")]))
+    report = download_url_list(lst, "mal", label="ok", policy=LOCAL)
+    assert report.counts == {"ok": 2}
+    got = reasons(report)
+    assert set(got) == set(bad)
+    assert all("malformed URL" in why for why in got.values()), got
+    code = main(["data", "urls", str(lst), "--name", "mal2", "--label", "ok", "--json"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["skipped"][0]["reason"].startswith(
+        "malformed URL"
+    )
+    assert code == 0

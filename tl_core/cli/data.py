@@ -108,6 +108,7 @@ def _policy(args: argparse.Namespace) -> download.FetchPolicy:
         workers=args.workers,
         read_timeout=args.timeout,
         connect_timeout=args.timeout,
+        total_timeout=args.timeout,
         max_bytes=int(args.max_mb * 1024 * 1024),
     )
 
@@ -194,7 +195,7 @@ def _leaf(sub, name: str, func: Callable[[argparse.Namespace], int], help: str):
 
 def _fetch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=8, help="parallel downloads (8)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds per request (20)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per URL (20)")
     p.add_argument("--max-mb", type=float, default=20.0, help="size limit per file (20)")
     p.add_argument("--replace", action="store_true", help="start the data set afresh")
 
