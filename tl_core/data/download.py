@@ -26,6 +26,7 @@ without fetching again, and URLs already in the data set are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import ipaddress
@@ -246,10 +247,8 @@ class _Deadline:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 _WATCH = threading.local()
