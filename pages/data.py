@@ -43,10 +43,13 @@ def progress_bar(label: str):
     return update
 
 
-def run_import(label: str, fn, *args, **kwargs) -> None:
-    """Call an importer with a progress bar; keep its report to show after the rerun."""
+def run_import(title: str, fn, /, *args, **kwargs) -> None:
+    """Call an importer with a progress bar; keep its report to show after the rerun.
+
+    `title` is positional-only: importers take a `label=` of their own (the URL list's).
+    """
     try:
-        report = fn(*args, on_progress=progress_bar(label), **kwargs)
+        report = fn(*args, on_progress=progress_bar(title), **kwargs)
     except LabError as exc:
         st.error(str(exc))
         return

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -208,6 +209,59 @@ def chunked_route(total: int) -> Route:
 
 def json_route(payload: object) -> Route:
     return lambda h: send(h, 200, json.dumps(payload).encode(), "application/json")
+
+
+def commons_page(server, index: int, name: str, *, thumb: str | None = None) -> dict:
+    """One page of a `generator=search&prop=imageinfo&formatversion=2` answer."""
+    return {
+        "pageid": 1000 + index,
+        "ns": 6,
+        "title": f"File:{name}",
+        "index": index,
+        "imageinfo": [
+            {
+                "url": server.url(f"/orig/{name}"),
+                "descriptionurl": f"https://commons.wikimedia.org/wiki/File:{name}",
+                "thumburl": thumb or server.url(f"/thumb/{name}"),
+                "thumbwidth": 512,
+                "thumbheight": 384,
+                "mime": "image/jpeg",
+                "extmetadata": {
+                    "LicenseShortName": {"value": "CC BY-SA 4.0", "source": "commons-desc-page"},
+                    "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0"},
+                    "Artist": {"value": f'<a href="//commons.wikimedia.org/wiki/User:P{index}">'
+                               f"Photographer &amp; {index}</a>"},
+                },
+            }
+        ],
+    }  # fmt: skip
+
+
+def fake_commons(http_server) -> str:
+    """A fake Commons API on the local server (its URL): 'ant' has 4 hits (the 2nd one
+    dead), 'bee' 2, 'nothing' none."""
+    pages = {
+        "ant": [commons_page(http_server, i, f"Ant_{i}.jpg") for i in (1, 2, 3, 4)],
+        "bee": [commons_page(http_server, i, f"Bee_{i}.jpg") for i in (1, 2)],
+    }
+    for term, hits in pages.items():
+        for n, page in enumerate(hits, 1):
+            if (term, n) != ("ant", 2):
+                route = image_route(jpeg_bytes({"ant": 100, "bee": 200}[term] + n))
+                http_server.routes[urlsplit(page["imageinfo"][0]["thumburl"]).path] = route
+
+    def api(handler) -> None:
+        query = parse_qs(urlsplit(handler.path).query)
+        term = query["gsrsearch"][0].replace("filetype:bitmap", "").strip()
+        hits = pages.get(term, [])
+        payload = {"batchcomplete": True}
+        if hits:
+            # formatversion=2 lists pages, in no particular order; "index" is the rank.
+            payload["query"] = {"pages": list(reversed(hits))}
+        json_route(payload)(handler)
+
+    http_server.routes["/w/api.php"] = api
+    return http_server.url("/w/api.php")
 
 
 @pytest.fixture(name="http_server")

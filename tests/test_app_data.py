@@ -1,10 +1,17 @@
-"""Data page: built-in set, zip upload, per-class upload, webcam shot, gallery, rename."""
+"""Data page: every tab of "Add pictures" (built-in set, zip, per class, webcam, URL list,
+search, server folder), then the report, gallery and rename."""
 
 from __future__ import annotations
 
 import pytest
 from app_fixtures import app_at, image_bytes, zip_of_folder
 from conftest import make_stripes_dataset
+from data_fixtures import (
+    fake_commons,
+    http_server_fixture,  # noqa: F401 (the http_server fixture)
+    image_route,
+    jpeg_bytes,
+)
 
 from tl_core.data.store import list_datasets, load_manifest
 
@@ -84,3 +91,64 @@ def test_rename_class_and_workspace_separation(tmp_path):
     assert "asterisk" in load_manifest("team-b--shapes").classes
     other = app_at("pages/data.py")  # the default workspace sees none of it
     assert other.selectbox(key="data_set").options == ["(new data set)"]
+
+
+def test_url_list_tab_downloads_each_url_and_explains_the_bad_ones(http_server, monkeypatch):
+    monkeypatch.setenv("TL_LAB_ALLOW_PRIVATE_URLS", "1")
+    http_server.routes["/1.jpg"] = image_route(jpeg_bytes(1))
+    http_server.routes["/2.jpg"] = image_route(jpeg_bytes(2))
+    lines = [http_server.url("/1.jpg"), "http://[::1", http_server.url("/2.jpg")]
+    at = app_at("pages/data.py")
+    at.text_input(key="data_new_name").input("fetched")
+    at.file_uploader(key="data_urls").set_value(
+        ("ants.txt", "\n".join(lines).encode(), "text/plain")
+    )
+    at.text_input(key="data_urls_label").input("ant")
+    at.run()
+    at.button(key="data_urls_go").click().run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "2 picture(s) added, 1 skipped. Classes: ant" in at.success[0].value
+    assert load_manifest("fetched").counts() == {"ant": 2}
+
+
+def test_search_tab_makes_one_class_per_term(http_server, monkeypatch):
+    monkeypatch.setenv("TL_LAB_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("TL_LAB_COMMONS_API", fake_commons(http_server))
+    at = app_at("pages/data.py")
+    at.text_input(key="data_new_name").input("insects")
+    at.text_input(key="data_terms").input("ant, bee")
+    at.number_input(key="data_terms_n").set_value(2)
+    at.run()
+    at.button(key="data_search_go").click().run()
+    assert not at.exception
+    assert "4 picture(s) added" in at.success[0].value
+    assert load_manifest("insects").counts() == {"ant": 2, "bee": 2}
+
+
+def test_server_folder_tab_imports_when_allowed_and_says_so_when_not(tmp_path, monkeypatch):
+    root = make_stripes_dataset(tmp_path / "on-server", per_class=3)
+    monkeypatch.setenv("TL_LAB_SERVER_FOLDERS", "1")
+    monkeypatch.delenv("TL_LAB_IMPORT_ROOT", raising=False)
+    at = app_at("pages/data.py")
+    at.text_input(key="data_new_name").input("served")
+    at.text_input(key="data_folder").input(str(root))
+    at.run()
+    at.button(key="data_folder_go").click().run()
+    assert not at.exception
+    assert "6 picture(s) added" in at.success[0].value
+    monkeypatch.setenv("TL_LAB_SERVER_FOLDERS", "0")
+    off = app_at("pages/data.py")
+    assert any("turned off" in i.value for i in off.info)
+    assert not [t for t in off.text_input if t.key == "data_folder"]
+
+
+def test_an_import_error_is_one_message_not_an_exception():
+    at = app_at("pages/data.py")
+    at.text_input(key="data_new_name").input("bad")
+    at.text_input(key="data_class").input("manifest.json")
+    at.file_uploader(key="data_class_files").set_value([("a.png", image_bytes(), "image/png")])
+    at.run()
+    at.button(key="data_class_go").click().run()
+    assert not at.exception
+    assert at.error and "manifest.json" in at.error[0].value

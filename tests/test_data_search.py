@@ -6,10 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from data_fixtures import (
+    fake_commons,
     http_server_fixture,  # noqa: F401 (the http_server fixture)
-    image_route,
-    jpeg_bytes,
-    json_route,
 )
 
 from tl_core.data.download import FetchPolicy, SafeFetcher
@@ -20,58 +18,11 @@ from tl_core.errors import LabError
 LOCAL = FetchPolicy(allowed_addresses=("127.0.0.1",), read_timeout=2.0, backoff=0.01)
 
 
-def commons_page(server, index: int, name: str, *, thumb: str | None = None) -> dict:
-    """One page of a `generator=search&prop=imageinfo&formatversion=2` answer."""
-    return {
-        "pageid": 1000 + index,
-        "ns": 6,
-        "title": f"File:{name}",
-        "index": index,
-        "imageinfo": [
-            {
-                "url": server.url(f"/orig/{name}"),
-                "descriptionurl": f"https://commons.wikimedia.org/wiki/File:{name}",
-                "thumburl": thumb or server.url(f"/thumb/{name}"),
-                "thumbwidth": 512,
-                "thumbheight": 384,
-                "mime": "image/jpeg",
-                "extmetadata": {
-                    "LicenseShortName": {"value": "CC BY-SA 4.0", "source": "commons-desc-page"},
-                    "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0"},
-                    "Artist": {"value": f'<a href="//commons.wikimedia.org/wiki/User:P{index}">'
-                               f"Photographer &amp; {index}</a>"},
-                },
-            }
-        ],
-    }  # fmt: skip
-
-
 @pytest.fixture
 def commons(http_server):
     """A fake Commons API: 'ant' has 4 hits (the 2nd one dead), 'bee' 2, 'nothing' none."""
-    pages = {
-        "ant": [commons_page(http_server, i, f"Ant_{i}.jpg") for i in (1, 2, 3, 4)],
-        "bee": [commons_page(http_server, i, f"Bee_{i}.jpg") for i in (1, 2)],
-    }
-    for term, hits in pages.items():
-        for n, page in enumerate(hits, 1):
-            if (term, n) != ("ant", 2):
-                route = image_route(jpeg_bytes({"ant": 100, "bee": 200}[term] + n))
-                http_server.routes[urlsplit(page["imageinfo"][0]["thumburl"]).path] = route
-
-    def api(handler) -> None:
-        query = parse_qs(urlsplit(handler.path).query)
-        term = query["gsrsearch"][0].replace("filetype:bitmap", "").strip()
-        hits = pages.get(term, [])
-        payload = {"batchcomplete": True}
-        if hits:
-            # formatversion=2 lists pages, in no particular order; "index" is the rank.
-            payload["query"] = {"pages": list(reversed(hits))}
-        json_route(payload)(handler)
-
-    http_server.routes["/w/api.php"] = api
     return WikimediaCommons(
-        api_url=http_server.url("/w/api.php"), thumb_width=512, fetcher=SafeFetcher(LOCAL)
+        api_url=fake_commons(http_server), thumb_width=512, fetcher=SafeFetcher(LOCAL)
     )
 
 

@@ -9,6 +9,7 @@ run out; each image's licence, author and description page go into the manifest.
 from __future__ import annotations
 
 import html
+import os
 import re
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -65,7 +66,8 @@ class WikimediaCommons:
 
     One `action=query` request with `generator=search` (namespace 6, bitmaps only) and
     `prop=imageinfo`: `iiurlwidth` asks for a scaled thumbnail instead of the original,
-    `extmetadata` brings the licence and author. `api_url` can point at a test server.
+    `extmetadata` brings the licence and author. `api_url` (default: `TL_LAB_COMMONS_API`
+    if set, e.g. a mirror or a test server, else the public API) says where to ask.
     """
 
     name = "wikimedia"
@@ -73,11 +75,11 @@ class WikimediaCommons:
     def __init__(
         self,
         *,
-        api_url: str = COMMONS_API,
+        api_url: str | None = None,
         thumb_width: int = 512,
         fetcher: SafeFetcher | None = None,
     ) -> None:
-        self.api_url = api_url
+        self.api_url = api_url or os.environ.get("TL_LAB_COMMONS_API") or COMMONS_API
         self.thumb_width = thumb_width
         self.fetcher = fetcher or SafeFetcher()
 
