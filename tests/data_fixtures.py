@@ -100,6 +100,46 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def strip_png(path, width: int, height: int) -> None:
+    """A 1-bit-looking greyscale strip (the issue's 100 x 890,000 and 20 x 4,470,000 px
+    PNGs): under the pixel limit, tiny on disk, absurd once scaled to a training size."""
+    img = Image.new("L", (width, height), 40)
+    long_side = max(width, height)
+    for k in range(0, long_side, max(1, long_side // 50)):
+        img.paste(220, (k, 0, k + 1, height) if width >= height else (0, k, width, k + 1))
+    img.save(path, format="PNG", compress_level=1)
+
+
+def png16_full_range(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A 16-bit greyscale gradient over the whole range 0..65535."""
+    width, height = size
+    row = np.linspace(0, 65535, width).astype("<u2")
+    arr = np.broadcast_to(row, (height, width))
+    img = Image.frombytes("I;16", size, np.ascontiguousarray(arr).tobytes())
+    return encode(img, "PNG", compress_level=1)
+
+
+def eps_bytes() -> bytes:
+    """A valid little EPS file: Pillow would hand it to Ghostscript to decode."""
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+        b"0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+    )
+
+
+def utf8_flagged_zip_with_bad_bytes(image: bytes) -> bytes:
+    """A zip whose entry name is flagged UTF-8 (bit 11) but holds bytes that are not."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("cls/QQQQ.png")
+        info.flag_bits |= 0x800
+        zf.writestr(info, image)
+        zf.writestr("good/a.png", image)
+    return buf.getvalue().replace(b"QQQQ", b"\xff\xfe\xc3\x28")
+
+
 def placeholder_gif() -> bytes:
     """A flat grey 'image not available' picture, like the one dead hosts serve."""
     img = Image.new("RGB", (120, 90), (240, 240, 240))

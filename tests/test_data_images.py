@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from data_fixtures import (
     cmyk_jpeg,
+    encode,
+    eps_bytes,
     exif_rotated_jpeg,
     jpeg_bytes,
+    noise_rgb,
     palette_png_with_transparency,
     placeholder_gif,
     png16_bytes,
+    png16_full_range,
     png_bomb,
     rgba_png,
     truncated_jpeg,
 )
+from PIL import Image
 
+from tl_core.data import images
 from tl_core.data.images import (
     ImageDecodeError,
     decode_bytes,
@@ -99,3 +106,61 @@ def test_placeholder_by_name_and_by_look() -> None:
     assert placeholder_reason("photo.jpg", photo) is None
     assert "file name" in placeholder_reason("imageNotFound.gif", photo)
     assert "grey colours" in placeholder_reason("x.gif", decode_bytes(placeholder_gif()))
+
+
+@pytest.mark.parametrize("size", [(11, 1), (1, 11), (100, 2000), (2000, 100)])
+def test_strips_over_ten_to_one_are_refused_before_decoding(size) -> None:
+    with pytest.raises(ImageDecodeError, match=r"too narrow: .*over the limit of 10:1"):
+        decode_bytes(encode(Image.new("RGB", size, (9, 9, 9)), "PNG"))
+
+
+def test_ten_to_one_is_still_accepted() -> None:
+    assert decode_bytes(encode(noise_rgb(0, (200, 20)), "PNG")).size == (200, 20)
+
+
+def test_postscript_is_refused_by_name_and_never_reaches_its_plugin(monkeypatch) -> None:
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("the EPS plugin ran")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", ghostscript)
+    with pytest.raises(ImageDecodeError, match="PostScript/EPS .*use JPEG, PNG, GIF"):
+        decode_bytes(eps_bytes())
+    for fmt, name in (("PDF", "PDF"), ("ICO", "ICO"), ("PPM", "unrecognised")):
+        with pytest.raises(ImageDecodeError, match=name):
+            decode_bytes(encode(noise_rgb(1), fmt))
+
+
+def test_accepted_formats_all_decode() -> None:
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"):
+        assert decode_bytes(encode(noise_rgb(2), fmt)).format == fmt
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_pictures_are_scaled_to_8_bits_by_their_range(mode, monkeypatch) -> None:
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 100)  # several strips, even this small
+    if mode == "I;16":
+        data = png16_full_range((64, 48))
+    else:
+        arr = np.tile(np.linspace(0, 65535, 64), (48, 1))
+        img = Image.fromarray(arr.astype(np.int32 if mode == "I" else np.float32), mode)
+        data = encode(img, "TIFF")
+    decoded = decode_bytes(data)
+    assert decoded.rgb.mode == "RGB" and decoded.size == (64, 48)
+    row = np.asarray(decoded.rgb)[:, :, 0]
+    assert row[0, 0] == 0 and row[-1, -1] == 255
+    assert (np.diff(row[0].astype(int)) >= 0).all()  # monotonic, not wrapped or clipped
+    assert len(np.unique(row[0])) > 50
+
+
+def test_large_pictures_are_reduced_before_conversion(monkeypatch) -> None:
+    monkeypatch.setattr(images, "MAX_WORKING_PIXELS", 5_000)
+    jpeg = decode_bytes(encode(noise_rgb(3, (400, 300)), "JPEG"))
+    assert jpeg.size[0] * jpeg.size[1] <= 4 * 5_000 and jpeg.size[0] < 400  # draft mode
+    png = decode_bytes(encode(noise_rgb(3, (400, 300)), "PNG"))
+    assert png.size[0] * png.size[1] <= 5_000
+    assert abs(png.size[0] / png.size[1] - 4 / 3) < 0.1
+    rotated = decode_bytes(exif_rotated_jpeg())  # 40x20 tagged 'rotate': upright 20x40
+    assert rotated.size == (20, 40) and rotated.exif_rotated
