@@ -133,11 +133,12 @@ def utf8_flagged_zip_with_bad_bytes(image: bytes) -> bytes:
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        info = zipfile.ZipInfo("cls/QQQQ.png")
-        info.flag_bits |= 0x800
-        zf.writestr(info, image)
+        zf.writestr("cls/QQQQ.png", image)
         zf.writestr("good/a.png", image)
-    return buf.getvalue().replace(b"QQQQ", b"\xff\xfe\xc3\x28")
+    data = bytearray(buf.getvalue().replace(b"QQQQ", b"\xff\xfe\xc3\x28"))
+    at = data.find(b"PK\x01\x02")  # the first central directory record: cls/...
+    data[at + 9] |= 0x08  # bit 11 (0x800): "the name is UTF-8"
+    return bytes(data)
 
 
 def placeholder_gif() -> bytes:

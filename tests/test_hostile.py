@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 from conftest import draw_stripes, make_stripes_dataset
+from data_fixtures import eps_bytes, png_bytes, strip_png, utf8_flagged_zip_with_bad_bytes
 from PIL import Image
 
 from tl_core.cli import main
 from tl_core.data.folder import scan_dataset
+from tl_core.data.sources import add_images, import_folder
+from tl_core.data.store import load_manifest, sanitize_class_name
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec, execute_run, queue_runs
 from tl_core.runs import RunStore
@@ -242,3 +245,94 @@ def test_a_lab_error_from_a_function_is_not_a_crash(stripes) -> None:
         RunSpec(data=str(stripes), backbone="small_cnn", strategy="scratch", per_class=0).validate()
     with pytest.raises(LabError, match="learning rate"):
         TrainConfig(lr=-1).validate()
+
+
+# ---------------------------------------------------------------------------------------
+# Data import: names the layout reserves, spoofing characters, broken archives, images
+
+
+RESERVED = ["manifest.json", "train", "val", "test", "Validation", "MANIFEST.JSON"]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_reserved_class_names_are_refused_on_upload_and_cli(name, tmp_path, capsys) -> None:
+    with pytest.raises(LabError, match="reserved"):
+        add_images("up", name, [("a.png", png_bytes(1))])
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(1))
+    code, _, err = run_cli(["data", "add", "cli", "--class", name, str(image)], capsys)
+    assert_one_clear_line(code, err, "reserved")
+
+
+def test_reserved_class_folders_are_skipped_and_the_rest_imported(tmp_path, capsys) -> None:
+    root = tmp_path / "flat"
+    for i, cls in enumerate(["manifest.json", "train", "val", "ants", "bees"]):
+        (root / cls).mkdir(parents=True)
+        (root / cls / f"{i}.png").write_bytes(png_bytes(i))
+        if cls in ("ants", "bees"):
+            (root / cls / f"{i}b.png").write_bytes(png_bytes(10 + i))
+    report = import_folder(root, "flat")
+    assert report.counts == {"ants": 2, "bees": 2}
+    reasons = {s.item: s.reason for s in report.skipped}
+    assert set(reasons) == {"manifest.json/0.png", "train/1.png", "val/2.png"}
+    assert all("reserved" in r for r in reasons.values())
+    assert scan_dataset("flat").classes == ["ants", "bees"]  # still a usable set
+    code, out, err = run_cli(["data", "import", str(root), "--name", "flat2", "--json"], capsys)
+    assert code == 0 and "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["counts"] == {"ants": 2, "bees": 2}
+
+
+def test_zip_names_flagged_utf8_with_invalid_bytes_are_one_clear_error(tmp_path, capsys):
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(utf8_flagged_zip_with_bad_bytes(png_bytes(2)))
+    code, _, err = run_cli(["data", "import", str(archive), "--name", "z"], capsys)
+    assert_one_clear_line(code, err, "not valid UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("ant\u202egpj.exe", "antgpj.exe"),  # right-to-left override
+        ("b\u200bee", "bee"),  # zero-width space
+        ("\ufeffwasp", "wasp"),  # byte order mark
+        ("\u2066moth\u2069", "moth"),  # isolates
+        ("fly\u200e\u200f\u061c", "fly"),  # direction marks
+    ],
+)
+def test_invisible_and_bidirectional_characters_are_stripped(raw, shown) -> None:
+    assert sanitize_class_name(raw) == shown
+
+
+def test_a_spoofed_class_name_merges_with_the_one_it_imitates(tmp_path) -> None:
+    root = tmp_path / "spoof"
+    for i, cls in enumerate(["bee", "b\u200bee", "ant"]):
+        (root / cls).mkdir(parents=True)
+        (root / cls / f"{i}.png").write_bytes(png_bytes(i))
+    report = import_folder(root, "spoof")
+    assert report.counts == {"ant": 1, "bee": 2}
+    assert any("merged" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda path: path.write_bytes(eps_bytes()), "PostScript/EPS"),
+        (lambda path: strip_png(path, 100, 5_000), "too narrow"),
+    ],
+    ids=["eps", "strip"],
+)
+def test_refused_images_are_skipped_on_import_and_predict(make, expected, tmp_path, capsys):
+    root = make_stripes_dataset(tmp_path / "set", per_class=4)
+    make(root / "vertical" / "odd.png")
+    report = import_folder(root, "odd")
+    assert {s.item: s.reason for s in report.skipped}.keys() == {"vertical/odd.png"}
+    assert expected in report.skipped[0].reason
+    assert load_manifest("odd").counts() == {"horizontal": 4, "vertical": 4}
+    code, out, _ = run_cli(["train", "--data", str(root), *QUICK, "--json"], capsys)
+    assert code == 0
+    run_id = json.loads(out.strip().splitlines()[-1])["run_id"]
+    code, out, err = run_cli(
+        ["predict", "--run", run_id, str(root / "vertical" / "odd.png"), "--json"], capsys
+    )
+    assert "Traceback" not in err
+    assert expected in json.loads(out.strip().splitlines()[-1])[0]["error"]

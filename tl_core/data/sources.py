@@ -93,6 +93,22 @@ def plan_layout(paths: Iterable[PurePosixPath], report: DataReport) -> list[_Ent
     return entries
 
 
+def _class_mapping(entries: list[_Entry], report: DataReport) -> dict[str, str]:
+    """Raw folder name -> class name; entries of a refused name are reported, not fatal."""
+    usable = []
+    for raw in dict.fromkeys(e.raw_class for e in entries):
+        try:
+            sanitize_class_name(raw)
+            usable.append(raw)
+        except LabError as exc:
+            for entry in entries:
+                if entry.raw_class == raw:
+                    report.skip(entry.rel, str(exc))
+    mapping, warnings = sanitize_class_names(usable)
+    report.warnings.extend(warnings)
+    return mapping
+
+
 def _write_entries(
     writer: DatasetWriter,
     entries: list[_Entry],
@@ -100,10 +116,9 @@ def _write_entries(
     origin: callable,
     on_progress: ProgressFn | None,
 ) -> None:
-    mapping, warnings = sanitize_class_names([e.raw_class for e in entries])
-    writer.report.warnings.extend(warnings)
+    mapping = _class_mapping(entries, writer.report)
     for i, entry in enumerate(entries, 1):
-        data = read(entry)
+        data = read(entry) if entry.raw_class in mapping else None
         if data is not None:
             writer.add(
                 data,
@@ -207,6 +222,11 @@ def import_zip(
         raise LabError(f"no such file: {path}") from None
     except (zipfile.BadZipFile, OSError) as exc:
         raise LabError(f"{path} is not a readable zip archive ({exc})") from None
+    except UnicodeDecodeError:
+        raise LabError(
+            f"{path.name}: entry names are marked UTF-8 but are not valid UTF-8; "
+            "re-create the archive with a standard zip tool"
+        ) from None
     with archive, DatasetWriter(name, replace=replace, skip_placeholders=skip_placeholders) as w:
         infos = archive.infolist()
         if len(infos) > limits.max_entries:

@@ -60,6 +60,12 @@ ProgressFn = Callable[[int, int, str], None]
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Folder names the layout itself uses (splits and their aliases, the manifest), and names
+# Windows cannot hold: a class by one of these names would break the data set.
+RESERVED_CLASS_NAMES = frozenset(
+    {MANIFEST, *SPLITS, "training", "valid", "validation", "testing", "con", "prn", "aux", "nul"}
+    | {f"{dev}{n}" for dev in ("com", "lpt") for n in range(1, 10)}
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,17 +90,26 @@ def dataset_path(name: str) -> Path:
 def sanitize_class_name(raw: str) -> str:
     """Turn a folder name, CSV label or search term into a safe class folder name.
 
-    NFC-normalised, no path separators or control characters, no leading dots or
-    underscores (so no `..`, no hidden or skipped folders), whitespace collapsed, at most `MAX_CLASS_NAME` characters.
-    Raises `LabError` when nothing usable is left.
+    NFC-normalised, no path separators or control characters, no invisible format
+    characters (bidirectional overrides such as U+202E and zero-width ones such as U+200B,
+    which make one name look like another), no leading dots or underscores (so no `..`, no
+    hidden or skipped folders), whitespace collapsed, at most `MAX_CLASS_NAME` characters.
+    Raises `LabError` when nothing usable is left, or for a name the layout reserves
+    (`train`, `val`, `test`, `manifest.json`, ...).
     """
     name = unicodedata.normalize("NFC", str(raw))
+    name = "".join(c for c in name if unicodedata.category(c) != "Cf")
     name = _UNSAFE_CHARS.sub("_", name)
     # No leading dot (hidden, `..`) or underscore (class readers skip such folders).
     name = " ".join(name.split()).lstrip("._ ").strip()
     name = name[:MAX_CLASS_NAME].rstrip(" .")
     if not name or set(name) <= {"_", "."}:
         raise LabError(f"class name {raw!r} has no usable characters; use letters or digits")
+    if name.casefold() in RESERVED_CLASS_NAMES:
+        raise LabError(
+            f"class name {raw!r} is reserved (the data set uses {', '.join(SPLITS)} and "
+            f"{MANIFEST} itself); rename that class, e.g. {name + '-class'!r}"
+        )
     return name
 
 
