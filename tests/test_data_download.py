@@ -21,7 +21,7 @@ from data_fixtures import (
     trickle_route,
 )
 
-from tl_core.data import download
+from tl_core.data import fetch
 from tl_core.data.download import (
     FetchError,
     FetchPolicy,
@@ -136,7 +136,7 @@ def test_a_host_with_any_private_address_is_refused(monkeypatch) -> None:
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
         ]
 
-    monkeypatch.setattr(download.socket, "getaddrinfo", fake)
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", fake)
     with pytest.raises(
         FetchError, match="mixed.example resolves to 10.0.0.7; 10.0.0.7 is a private"
     ):
