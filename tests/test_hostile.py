@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 from conftest import draw_stripes, make_stripes_dataset
-from data_fixtures import eps_bytes, png_bytes, strip_png, utf8_flagged_zip_with_bad_bytes
+from data_fixtures import (
+    eps_bytes,
+    placeholder_gif,
+    png_bytes,
+    strip_png,
+    utf8_flagged_zip_with_bad_bytes,
+)
 from PIL import Image
 
 from tl_core.cli import main
@@ -336,3 +342,27 @@ def test_refused_images_are_skipped_on_import_and_predict(make, expected, tmp_pa
     )
     assert "Traceback" not in err
     assert expected in json.loads(out.strip().splitlines()[-1])[0]["error"]
+
+
+def test_renaming_a_class_to_a_reserved_name_is_refused(tmp_path) -> None:
+    from tl_core.data.curate import rename_class
+
+    add_images("ren", "ants", [("a.png", png_bytes(1)), ("b.png", png_bytes(2))])
+    with pytest.raises(LabError, match="reserved"):
+        rename_class("ren", "ants", "Test")
+    assert load_manifest("ren").counts() == {"ants": 2}
+
+
+def test_the_cli_skips_placeholders_as_the_web_import_does(tmp_path, capsys) -> None:
+    root = tmp_path / "set"
+    for i, cls in enumerate(["ants", "bees"]):
+        (root / cls).mkdir(parents=True)
+        (root / cls / f"{i}.png").write_bytes(png_bytes(i))
+    (root / "ants" / "imageNotFound.gif").write_bytes(placeholder_gif())
+    code, out, _ = run_cli(["data", "import", str(root), "--name", "ph", "--json"], capsys)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and report["counts"] == {"ants": 1, "bees": 1}
+    assert "placeholder" in report["skipped"][0]["reason"]
+    gif = root / "ants" / "imageNotFound.gif"
+    code, out, _ = run_cli(["data", "add", "ph", "--class", "bees", str(gif), "--json"], capsys)
+    assert "placeholder" in json.loads(out.strip().splitlines()[-1])["skipped"][0]["reason"]
