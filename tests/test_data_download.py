@@ -358,3 +358,19 @@ def test_malformed_urls_are_skipped_and_the_rest_come_in(
         "malformed URL"
     )
     assert code == 0
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_watchdog_sees_the_sockets_of_both_schemes(http_server, scheme) -> None:
+    """The TCP socket is handed to the deadline before any TLS handshake (which a server
+    could trickle too); checked here on the plain connection step of both classes."""
+    pool = fetch._WatchedHTTPSPool if scheme == "https" else fetch._WatchedHTTPPool
+    conn = pool.ConnectionCls("127.0.0.1", http_server.port, timeout=2.0)
+    with fetch._Deadline(60.0) as deadline:
+        sock = conn._new_conn()
+    try:
+        assert deadline._sockets == [sock]
+        deadline._fire()  # as when the deadline passes: the socket is shut down
+        assert sock.recv(1) == b""
+    finally:
+        sock.close()
