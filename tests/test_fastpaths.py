@@ -8,6 +8,7 @@ The GPU path is the same code as here, with the images on the device; these run 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,8 +25,16 @@ from tl_core.batches import (
     resized_crop_boxes,
 )
 from tl_core.data.folder import DecodedImages, TensorImageDataset
+from tl_core.errors import LabError
 from tl_core.jobs import TIMINGS_FILE, RunSpec, execute_run, queue_runs
-from tl_core.models import build_model, get_backbone, set_train_mode
+from tl_core.models import (
+    BACKBONES,
+    STRATEGIES,
+    apply_strategy,
+    build_model,
+    get_backbone,
+    set_train_mode,
+)
 from tl_core.runs import RunStore
 from tl_core.train import TensorBatches, TrainConfig, make_loader
 from tl_core.transforms import Preprocessing, eval_transform
@@ -47,35 +56,37 @@ PRE = Preprocessing(input_size=64, resize_size=72, mean=(0.5, 0.4, 0.3), std=(0.
 # ---------------------------------------------------------------------------- frozen prefix
 
 
-@pytest.mark.parametrize(
-    ("backbone", "size"), [("resnet18", 64), ("efficientnet_lite0", 64), ("small_cnn", 32)]
-)
-def test_layer_sequence_composes_to_the_model(backbone: str, size: int) -> None:
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_layer_sequence_composes_to_the_model(backbone: str) -> None:
     model = build_model(backbone, 3, "scratch").model.eval()
     pieces = feats.layer_sequence(model, get_backbone(backbone))
-    assert pieces is not None
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, 32, 32)  # small inputs: every backbone takes them, VGG16 too
     with torch.no_grad():
         torch.testing.assert_close(nn.Sequential(*(m for _, m in pieces))(x), model(x))
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
-@pytest.mark.parametrize("blocks", [1, 2])
+# VGG16 at K=2 trains fc1 (103M parameters): comparing that gradient alone takes half a
+# minute on a CPU, so VGG16 is checked at K=1 (its cut between fc1 and fc2).
+PREFIX_CASES = [(b, k) for b in BACKBONES for k in (1, 2) if (b, k) != ("vgg16", 2)]
+
+
+@pytest.mark.parametrize(("backbone", "blocks"), PREFIX_CASES)
 def test_cached_prefix_gives_the_full_models_logits_and_gradients(
     backbone: str, blocks: int
 ) -> None:
     torch.manual_seed(0)
     info = get_backbone(backbone)
-    model = build_model(
-        backbone, 3, "partial_finetune", trainable_blocks=blocks, load_weights=False
-    ).model
+    # Random weights do (and need no weights file for small_cnn): freeze as partial_finetune.
+    model = build_model(backbone, 3, "scratch").model
+    apply_strategy(model, info, "partial_finetune", trainable_blocks=blocks)
     prefix, rest = feats.split_frozen_prefix(model, info, "partial_finetune", blocks)
     assert not any(p.requires_grad for p in prefix.parameters())
     assert {id(p) for p in rest.parameters() if p.requires_grad} == {
         id(p) for p in model.parameters() if p.requires_grad
     }
     # ResNet has no randomness in training mode: compare there (trainable BatchNorm uses batch
-    # statistics). EfficientNet's drop-connect is random in training mode: compare in eval.
+    # statistics). EfficientNet's drop-connect and the dropout of VGG16 and the small CNN are
+    # random in training mode: compare in eval.
     train_mode = backbone == "resnet18"
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
 
@@ -111,6 +122,24 @@ class _Tensors:
 
     def get_batch(self, idx: torch.Tensor):
         return self.x[idx], torch.zeros(len(idx), dtype=torch.long)
+
+
+def test_an_unknown_backbone_fails_loudly_in_the_prefix_cut() -> None:
+    model = build_model("small_cnn", 2, "scratch").model
+    with pytest.raises(LabError, match="unknown backbone 'nope'; choose one of: resnet18"):
+        feats.split_frozen_prefix(model, "nope", "partial_finetune")
+    # A model that is not the named backbone's architecture is an error too, not a slow path.
+    with pytest.raises(LabError, match="is not a resnet18"):
+        feats.split_frozen_prefix(model, "resnet18", "partial_finetune")
+
+
+def test_a_layer_sequence_that_misses_parameters_fails_loudly() -> None:
+    info = get_backbone("small_cnn")
+    short = replace(info, layers=lambda m: info.layers(m)[1:])  # block1 left out
+    model = build_model("small_cnn", 2, "scratch").model
+    apply_strategy(model, info, "partial_finetune")
+    with pytest.raises(LabError, match="does not cover every parameter"):
+        feats.split_frozen_prefix(model, short, "partial_finetune")
 
 
 def test_no_cut_for_strategies_without_a_frozen_prefix() -> None:
@@ -182,6 +211,36 @@ def test_partial_finetune_run_trains_through_the_cached_prefix(stripes) -> None:
     preds = store.read_json(run_id, "predictions.json")["items"]
     acc = sum(it["pred"] == it["true"] for it in preds) / len(preds)
     assert acc == pytest.approx(record["best_val_acc"], abs=1e-6)
+
+
+FAST_PATH_TIMINGS = {"features": "cached features", "prefix": "cached prefix", None: "images"}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_runs_on_the_fast_path_its_table_entry_names(
+    strategy: str, stripes, tmp_path
+) -> None:
+    # Pretrained weights for small_cnn: a file of its architecture, made here (no download).
+    torch.manual_seed(0)
+    weights = tmp_path / "small_cnn.pt"
+    torch.save(get_backbone("small_cnn").build().state_dict(), weights)
+    pretrained = STRATEGIES[strategy].needs_pretrained
+    store = RunStore()
+    spec = RunSpec(
+        data=str(stripes),
+        backbone="small_cnn",
+        strategy=strategy,
+        train=TrainConfig(epochs=1, batch_size=8, precision="fp32"),
+        weights=str(weights) if pretrained else None,
+        feature_views=2,
+    )
+    (run_id,) = queue_runs(store, [spec])
+    record = execute_run(store, run_id)
+    assert record["status"] == "done" and record["epoch"] == 1
+    timings = store.read_json(run_id, TIMINGS_FILE)
+    assert timings["path"] == FAST_PATH_TIMINGS[STRATEGIES[strategy].fast_path]
+    meta = store.read_json(run_id, "meta.json")
+    assert meta["weights_source"] == (str(weights) if pretrained else "random")
 
 
 # ---------------------------------------------------------------------------- batched images

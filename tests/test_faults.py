@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from tl_core import jobs
+from tl_core import run
 from tl_core.cli import main
 from tl_core.errors import LabError
 from tl_core.jobs import CHECKPOINT_FILE, RunSpec, execute_run, queue_runs, resume_run
@@ -111,7 +111,7 @@ def test_resume_without_a_checkpoint_says_what_to_do(stripes) -> None:
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(stripes, monkeypatch) -> None:
     store = RunStore()
     (run_id,) = queue_runs(store, [_spec(stripes, epochs=3)])
-    real_save = jobs.atomic_torch_save
+    real_save = run.atomic_torch_save
     saves = {"n": 0}
 
     def full_on_second_checkpoint(obj, path):
@@ -121,7 +121,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(stripes, monkeyp
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(obj, path)
 
-    monkeypatch.setattr(jobs, "atomic_torch_save", full_on_second_checkpoint)
+    monkeypatch.setattr(run, "atomic_torch_save", full_on_second_checkpoint)
     with pytest.raises(OSError):
         execute_run(store, run_id)
     record = store.get(run_id)
@@ -129,7 +129,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(stripes, monkeyp
     assert "free some space" in record["error"]
     checkpoint = torch.load(store.run_dir(run_id) / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["epoch"] == 1  # the last good checkpoint survived the failed write
-    monkeypatch.setattr(jobs, "atomic_torch_save", real_save)
+    monkeypatch.setattr(run, "atomic_torch_save", real_save)
     resumed = resume_run(store, run_id)
     assert resumed["status"] == "done" and resumed["epoch"] == 3
 
@@ -137,7 +137,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(stripes, monkeyp
 def test_out_of_memory_retries_once_with_half_the_batch(stripes, monkeypatch) -> None:
     store = RunStore()
     (run_id,) = queue_runs(store, [_spec(stripes, epochs=1)])
-    real_fit = jobs.fit
+    real_fit = run.fit
     seen = []
 
     def fit_that_fits_only_small_batches(model, train, val, config, *args, **kwargs):
@@ -146,7 +146,7 @@ def test_out_of_memory_retries_once_with_half_the_batch(stripes, monkeypatch) ->
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_fit(model, train, val, config, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "fit", fit_that_fits_only_small_batches)
+    monkeypatch.setattr(run, "fit", fit_that_fits_only_small_batches)
     record = execute_run(store, run_id)
     assert seen == [8, 4]
     assert record["status"] == "done"
@@ -155,7 +155,7 @@ def test_out_of_memory_retries_once_with_half_the_batch(stripes, monkeypatch) ->
     (second,) = queue_runs(store, [_spec(stripes, epochs=1)])
     seen.clear()
     monkeypatch.setattr(
-        jobs,
+        run,
         "fit",
         lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")),
     )

@@ -51,11 +51,13 @@ def test_strategy_trains_exactly_the_expected_parameters(backbone_name: str, str
     last_group = {n for n in everything if _under(n, backbone.layer_groups[-1])}
     first_group = {n for n in everything if _under(n, backbone.layer_groups[0])}
     assert head and last_group and first_group
-    if strategy in ("scratch", "full_finetune"):
+    scope = STRATEGIES[strategy].scope
+    if scope == "all":
         assert trainable == everything
-    elif strategy == "feature_extractor":
+    elif scope == "head":
         assert trainable == head
     else:
+        assert scope == "last_groups"
         assert trainable == head | last_group
         assert not trainable & first_group
     n_trainable, n_total = count_params(model)
@@ -193,11 +195,14 @@ def test_init_state_carries_weights_and_replaces_a_mismatched_head() -> None:
     assert not other.block1[0].weight.requires_grad and other.fc1[1].weight.requires_grad
 
 
-@pytest.mark.parametrize(
-    ("backbone_name", "size"), [("resnet18", 64), ("efficientnet_lite0", 224), ("small_cnn", 32)]
-)
-def test_one_step_moves_trainable_weights_only_and_frozen_batchnorm_stays_put(backbone_name, size):
+# Small inputs keep every backbone's step fast; EfficientNet-Lite0's BatchNorm needs more pixels.
+STEP_INPUT = {"efficientnet_lite0": 224, "resnet18": 64}
+
+
+@pytest.mark.parametrize("backbone_name", list(BACKBONES))
+def test_one_step_moves_trainable_weights_only_and_frozen_batchnorm_stays_put(backbone_name):
     torch.manual_seed(0)
+    size = STEP_INPUT.get(backbone_name, 32)
     backbone = get_backbone(backbone_name)
     model = backbone.build()
     replace_head(model, backbone, 2)
@@ -208,7 +213,9 @@ def test_one_step_moves_trainable_weights_only_and_frozen_batchnorm_stays_put(ba
     frozen_bns = [
         m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad
     ]
-    assert frozen_bns and all(not m.training for m in frozen_bns)
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # VGG16 has none
+    assert frozen_bns or not has_bn
+    assert all(not m.training for m in frozen_bns)
     x = torch.randn(4, 3, size, size) * 3 + 1  # far from the running stats, so they would move
     loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 0, 1]))
     loss.backward()
@@ -225,7 +232,7 @@ def test_one_step_moves_trainable_weights_only_and_frozen_batchnorm_stays_put(ba
         k for k in before
         if k.endswith(("running_mean", "running_var")) and not params[k.rsplit(".", 1)[0] + ".weight"].requires_grad
     ]  # fmt: skip
-    assert frozen_buffers
+    assert frozen_buffers or not has_bn
     assert not changed & set(frozen_buffers)
     trainable_buffers = [
         k for k in before

@@ -218,9 +218,67 @@ def test_feature_cache_reports_progress_up_to_every_image(stripes) -> None:
         device=resolve_device("cpu"),
         precision="fp32",
         seed=0,
-        on_progress=lambda done, total, message: calls.append((done, total, message)),
+        on_progress=calls.append,
     )
     total = 3 * len(train.images) + len(val.images)
-    assert calls[-1] == (total, total, "computing features")
-    dones = [d for d, _, _ in calls]
+    assert {p.stage for p in calls} == {"features"}
+    assert (calls[-1].done, calls[-1].total, calls[-1].message) == (
+        total,
+        total,
+        "computing features",
+    )
+    dones = [p.done for p in calls]
     assert dones == sorted(dones) and len(set(dones)) == len(dones)
+
+
+def test_content_hash_comes_from_the_manifest_and_still_sees_changes(stripes, monkeypatch) -> None:
+    from tl_core.data import folder
+    from tl_core.data.sources import import_folder
+
+    import_folder(stripes, "stripes")
+    hashed: list[str] = []
+    real_sha256 = folder._sha256
+    monkeypatch.setattr(folder, "_sha256", lambda p: hashed.append(p.name) or real_sha256(p))
+    first = scan_dataset("stripes").content_hash
+    assert first and hashed == []  # every file's SHA-256 came from the manifest
+    # A file the manifest does not describe (copied in by hand) is read, and changes the hash.
+    root = folder.resolve_dataset("stripes")
+    extra = root / "vertical" / "extra.png"
+    extra.write_bytes(next((root / "vertical").glob("*.png")).read_bytes())
+    second = scan_dataset("stripes").content_hash
+    assert hashed == ["extra.png"] and second != first
+    assert scan_dataset("stripes", hash_content=False).content_hash == ""
+
+
+def test_a_spec_is_validated_once_and_a_stored_one_is_trusted(stripes, monkeypatch) -> None:
+    from tl_core.train import TrainConfig as Config
+
+    calls = []
+    real = Config.validate
+    monkeypatch.setattr(Config, "validate", lambda self: calls.append(1) or real(self))
+    spec = RunSpec(data=str(stripes), backbone="small_cnn", strategy="scratch").validate()
+    spec.validate()
+    assert len(calls) == 1
+    stored = RunSpec.from_dict(spec.to_dict(), trusted=True)
+    assert stored.validate() is stored and len(calls) == 1
+
+
+def test_a_run_reports_every_stage_through_one_progress_callback(stripes) -> None:
+    events = []
+    spec = RunSpec(
+        data=str(stripes),
+        backbone="small_cnn",
+        strategy="scratch",
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
+    store = RunStore()
+    (run_id,) = queue_runs(store, [spec])
+    execute_run(store, run_id, on_progress=events.append)
+    stages = [p.stage for p in events]
+    assert stages[0] == "decode" and stages[-1] == "train"
+    decoded = [p for p in events if p.stage == "decode"]
+    assert {p.message for p in decoded} == {"decoding images", "decoding validation images"}
+    epochs = [p.epoch_stats.epoch for p in events if p.epoch_stats is not None]
+    assert epochs == [1, 2]
+    batches = [p for p in events if p.stage == "train" and p.epoch_stats is None]
+    assert batches and all(p.loss is not None and 1 <= p.done <= p.total for p in batches)

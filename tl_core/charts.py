@@ -13,18 +13,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tl_core.strategies import STRATEGIES
+
 OVERLAYS = (
     ("train_acc", "Train accuracy"),
     ("train_loss", "Train loss"),
     ("val_acc", "Validation accuracy"),
     ("val_loss", "Validation loss"),
 )
-STRATEGY_COLOURS = {
-    "scratch": "#8c8c8c",
-    "feature_extractor": "#2b8cbe",
-    "partial_finetune": "#41ab5d",
-    "full_finetune": "#e6550d",
-}
+STRATEGY_COLOURS = {name: s.colour for name, s in STRATEGIES.items()}  # from the table
 FROZEN, TRAINS = "#c6dbef", "#fd8d3c"
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,13 +30,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from tl_core import paths
+from tl_core.backbones import Layers
 from tl_core.data.folder import DecodedImages, TensorImageDataset
-from tl_core.models import Backbone, get_module, set_module, trainable_prefixes
+from tl_core.errors import LabError
+from tl_core.models import Backbone, get_backbone, get_module, set_module, trainable_prefixes
+from tl_core.progress import ProgressFn, counter
 from tl_core.train import Cancelled, autocast, eval_batch_size
 
 PREFIX_CACHE_BYTES = 1 << 30  # cached prefix outputs of all views, at most (1 GiB)
-
-ProgressFn = Callable[[int, int, str], None]
 
 
 @contextmanager
@@ -90,23 +91,7 @@ class FeatureSet:
     train_labels: torch.Tensor  # [N]
     val: torch.Tensor  # [M, D]
     val_labels: torch.Tensor  # [M]
-    seconds: float = 0.0  # time spent computing (0 when read from the cache)
-    from_cache: bool = False
-
-
-def _progress_counter(
-    total: int, message: str, on_progress: ProgressFn | None
-) -> Callable[[int], None]:
-    """A per-batch callback that adds up images done and reports (done, total, message)."""
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, total, message)
-
-    return tick
+    seconds: float = 0.0  # time spent computing (0 when read from the cache; not cached)
 
 
 def feature_cache_key(parts: dict) -> str:
@@ -132,75 +117,39 @@ def compute_features(
 
     With `key_parts`, the result is cached on disk under that key (plus `views` and `seed`).
     """
-    import time
-
     cache_file: Path | None = None
     if key_parts is not None:
         key = feature_cache_key({**key_parts, "views": views, "seed": seed, "precision": precision})
         cache_file = paths.cache_dir("features") / f"{key}.pt"
-        if cache_file.is_file():
-            try:
-                data = torch.load(cache_file, weights_only=True)
-                return FeatureSet(
-                    data["train"], data["train_labels"], data["val"], data["val_labels"], 0.0, True
-                )
-            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-                cache_file.unlink(missing_ok=True)
+        cached = paths.load_cache(cache_file)
+        if cached is not None:
+            return FeatureSet(**cached)
     t0 = time.perf_counter()
-    tick = _progress_counter(
-        views * len(train.images) + len(val.images), "computing features", on_progress
+    total = views * len(train.images) + len(val.images)
+    common = dict(
+        device=device,
+        precision=precision,
+        batch_size=eval_batch_size(16, device),
+        on_batch=counter("features", "computing features", total, on_progress),
     )
-
-    batch_size = eval_batch_size(16, device)
     # Each view draws its own random crops; seeding makes the cache reproducible.
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        train_views = [
-            extract(
-                model,
-                backbone,
-                TensorImageDataset(train, train_transform),
-                device=device,
-                precision=precision,
-                batch_size=batch_size,
-                on_batch=tick,
-            )
-            for _ in range(views)
-        ]
+        train_set = TensorImageDataset(train, train_transform)
+        train_views = [extract(model, backbone, train_set, **common) for _ in range(views)]
     finally:
         torch.random.set_rng_state(gen_state)
-    val_feats = extract(
-        model,
-        backbone,
-        TensorImageDataset(val, eval_transform),
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        on_batch=tick,
-    )
+    val_feats = extract(model, backbone, TensorImageDataset(val, eval_transform), **common)
     result = FeatureSet(
         torch.stack(train_views),
         torch.tensor(train.labels, dtype=torch.long),
         val_feats,
         torch.tensor(val.labels, dtype=torch.long),
-        time.perf_counter() - t0,
     )
     if cache_file is not None:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        try:
-            torch.save(
-                {
-                    "train": result.train,
-                    "train_labels": result.train_labels,
-                    "val": result.val,
-                    "val_labels": result.val_labels,
-                },
-                tmp,
-            )
-            os.replace(tmp, cache_file)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        paths.save_cache(dict(vars(result)), cache_file)
+    result.seconds = time.perf_counter() - t0
     return result
 
 
@@ -243,75 +192,33 @@ class Features(Dataset):
 # ---------------------------------------------------------------------------- frozen prefix
 
 
-class _Lite0Block(nn.Module):
-    """An EfficientNet MBConv block with the drop-connect rate its network would pass it."""
-
-    def __init__(self, block: nn.Module, rate: float) -> None:
-        super().__init__()
-        self.block, self.rate = block, rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x, drop_connect_rate=self.rate)
-
-
-def layer_sequence(model: nn.Module, backbone: Backbone) -> list[tuple[str, nn.Module]] | None:
-    """The network as an ordered list of (module path, module) whose composition is `model`.
-
-    Parameter-free glue (activations, pooling, flatten) has the path of the module it
-    follows or "". None for an architecture this function does not know.
-    """
-    from torchvision.models import VGG, ResNet
-
-    from tl_core.models import SmallCNN
-
-    def named(*names: str) -> list[tuple[str, nn.Module]]:
-        return [(n, model.get_submodule(n)) for n in names]
-
-    if isinstance(model, ResNet):
-        return [
-            *named("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"),
-            *named("avgpool"),
-            ("", nn.Flatten(1)),
-            *named("fc"),
-        ]
-    if isinstance(model, VGG):
-        return [
-            *[(f"features.{i}", m) for i, m in enumerate(model.features)],
-            *named("avgpool"),
-            ("", nn.Flatten(1)),
-            *[(f"classifier.{i}", m) for i, m in enumerate(model.classifier)],
-        ]
-    if isinstance(model, SmallCNN):
-        return named("block1", "block2", "block3", "pool", "fc1", "fc2", "classifier")
-    if type(model).__name__ == "EfficientNet" and hasattr(model, "_blocks"):
-        rate = model._global_params.drop_connect_rate or 0.0
-        n = len(model._blocks)
-        blocks = [
-            (f"_blocks.{i}", _Lite0Block(b, rate * i / n)) for i, b in enumerate(model._blocks)
-        ]
-        if getattr(model._global_params, "local_pooling", False):
-            return None
-        return [
-            *named("_conv_stem", "_bn0", "_swish"),
-            *blocks,
-            *named("_conv_head", "_bn1", "_swish", "_avg_pooling"),
-            ("", nn.Flatten(1)),
-            *named("_dropout", "_fc"),
-        ]
-    return None
+def layer_sequence(model: nn.Module, backbone: Backbone | str) -> Layers:
+    """The network as an ordered list of (module path, module) whose composition is `model`,
+    as its backbone's registry entry lays it out. An unknown backbone, or a model that is not
+    the backbone's architecture, is an error: there is no silent slow path."""
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
+    try:
+        return backbone.layers(model)
+    except AttributeError as exc:
+        raise LabError(
+            f"the model ({type(model).__name__}) is not a {backbone.name}; "
+            f"its layer sequence cannot be read: {exc}"
+        ) from exc
 
 
 def split_frozen_prefix(
-    model: nn.Module, backbone: Backbone, strategy: str, trainable_blocks: int = 1
+    model: nn.Module, backbone: Backbone | str, strategy: str, trainable_blocks: int = 1
 ) -> tuple[nn.Sequential, nn.Sequential] | None:
     """(frozen prefix, trainable rest) sharing `model`'s modules, or None when there is no cut.
 
-    Training the rest trains `model`. None when the architecture is unknown, when nothing
-    before the first trainable layer is frozen, or when the pieces do not cover the model.
+    Training the rest trains `model`. None when nothing before the first trainable layer is
+    frozen; a LabError when the backbone is unknown or its layer sequence does not cover
+    the model (a registry entry to fix, never a silent fallback).
     """
+    if isinstance(backbone, str):
+        backbone = get_backbone(backbone)
     pieces = layer_sequence(model, backbone)
-    if pieces is None:
-        return None
     train_paths = trainable_prefixes(backbone, strategy, trainable_blocks)
 
     def trains(path: str) -> bool:
@@ -324,7 +231,10 @@ def split_frozen_prefix(
     rest = nn.Sequential(*(m for _, m in pieces[cut:]))
     covered = {id(p) for p in prefix.parameters()} | {id(p) for p in rest.parameters()}
     if covered != {id(p) for p in model.parameters()}:
-        return None
+        raise LabError(
+            f"the layer sequence of {backbone.name} does not cover every parameter of the "
+            "model; fix its `layers` in tl_core/backbones.py"
+        )
     if any(p.requires_grad for p in prefix.parameters()):
         return None
     return prefix, rest
@@ -413,8 +323,6 @@ def compute_prefix_cache(
     draws from the global RNG, so the caller's seed makes the cache reproducible. Returns
     None when not even one view fits in `budget` bytes.
     """
-    import time
-
     t0 = time.perf_counter()
     dtype = cache_dtype(precision)
     with torch.inference_mode():
@@ -428,11 +336,8 @@ def compute_prefix_cache(
     )
     if fit_views == 0:
         return None
-    tick = _progress_counter(
-        fit_views * len(train_batches) + len(val_batches),
-        "caching frozen-layer outputs",
-        on_progress,
-    )
+    total = fit_views * len(train_batches) + len(val_batches)
+    tick = counter("prefix", "caching frozen-layer outputs", total, on_progress)
 
     common = dict(
         device=device,

@@ -186,7 +186,9 @@ def find_lr(
     backbone = get_backbone(spec.backbone)
     pre = Preprocessing.for_backbone(backbone)
     status = on_status or (lambda message, done, total: None)
-    images = decode_items(split.train, pre.resize_size, on_progress=lambda d, t, m: status(m, d, t))
+    images = decode_items(
+        split.train, pre.resize_size, on_progress=lambda p: status(p.message, p.done, p.total)
+    )
     if not images.images:
         raise LabError("no readable training images; check the data set on the Data page")
     seed_everything(spec.train.seed)

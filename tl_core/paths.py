@@ -53,14 +53,35 @@ def datasets_dir() -> Path:
     return path
 
 
-def runs_dir() -> Path:
-    path = lab_home() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def cache_dir(kind: str) -> Path:
     """A cache folder (`features`, `images`, ...): safe to delete, rebuilt on demand."""
     path = lab_home() / "cache" / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def load_cache(path: Path) -> dict | None:
+    """A cache file written by `save_cache`, or None when there is none; a damaged one is
+    deleted (and so rebuilt), never trusted."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save_cache(data: dict, path: Path) -> None:
+    """Write a cache file whole (or not at all); a cache that cannot be written only makes
+    the next run slower."""
+    import torch
+
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)

@@ -23,6 +23,15 @@ class Strategy:
     needs_pretrained: bool  # starts from ImageNet weights or a run trained here
     fast_path: str | None  # "features": cached backbone features; "prefix": cached frozen prefix
     cost_factor: float  # an epoch's cost against training every layer (1.0)
+    # Which parameters train: "all" (every layer), "head" (only the new head) or
+    # "last_groups" (the backbone's last `trainable_blocks` layer groups and the head).
+    scope: str = "all"
+    colour: str = "#8c8c8c"  # its colour in every chart
+
+    @property
+    def uses_blocks(self) -> bool:
+        """Whether `trainable_blocks` (K) means anything for this strategy."""
+        return self.scope == "last_groups"
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -33,6 +42,8 @@ STRATEGIES: dict[str, Strategy] = {
         needs_pretrained=False,
         fast_path=None,
         cost_factor=1.0,
+        scope="all",
+        colour="#8c8c8c",
     ),
     "feature_extractor": Strategy(
         name="feature_extractor",
@@ -41,6 +52,8 @@ STRATEGIES: dict[str, Strategy] = {
         needs_pretrained=True,
         fast_path="features",
         cost_factor=0.35,
+        scope="head",
+        colour="#2b8cbe",
     ),
     "partial_finetune": Strategy(
         name="partial_finetune",
@@ -49,6 +62,8 @@ STRATEGIES: dict[str, Strategy] = {
         needs_pretrained=True,
         fast_path="prefix",
         cost_factor=0.6,
+        scope="last_groups",
+        colour="#41ab5d",
     ),
     "full_finetune": Strategy(
         name="full_finetune",
@@ -57,6 +72,8 @@ STRATEGIES: dict[str, Strategy] = {
         needs_pretrained=True,
         fast_path=None,
         cost_factor=1.0,
+        scope="all",
+        colour="#e6550d",
     ),
 }
 

@@ -102,8 +102,3 @@ def train_transform(pre: Preprocessing, *, augment: str = "crop_flip") -> v2.Com
     if augment == "crop_flip_jitter":
         steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05))
     return v2.Compose([*steps, *_normalise(pre)])
-
-
-def describe(pre: Preprocessing, augment: str) -> dict:
-    """A JSON-able description, used in cache keys and run records."""
-    return {"preprocessing": pre.to_dict(), "augment": augment, "version": 1}

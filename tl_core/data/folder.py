@@ -23,12 +23,10 @@ from torch.utils.data import Dataset
 
 from tl_core import paths
 from tl_core.data.images import ImageDecodeError, is_image_name, load_rgb
-from tl_core.data.store import check_dataset_name
+from tl_core.data.store import MANIFEST, check_dataset_name, load_manifest
 from tl_core.errors import LabError
+from tl_core.progress import Progress, ProgressFn
 from tl_core.transforms import to_uint8_tensor
-
-SPLIT_NAMES = ("train", "val", "test")
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -106,13 +104,30 @@ def _images_in(folder: Path) -> list[Path]:
     return found
 
 
-def _hash_files(files: Sequence[Path], root: Path) -> str:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash(root: Path, files: Sequence[Path]) -> str:
+    """A digest of `files` (each one's path under `root` and SHA-256).
+
+    The SHA-256 of a file comes from the data set's manifest (`store.load_manifest`), which
+    every lab import keeps, when it has a record of the same size; only files it does not
+    describe (a folder made by hand) are read.
+    """
+    known: dict[str, tuple[str, int]] = {}
+    if (root / MANIFEST).is_file():
+        known = {r.path: (r.sha256, r.bytes) for r in load_manifest(root).images}
     digest = hashlib.blake2b(digest_size=16)
     for path in files:
-        digest.update(str(path.relative_to(root)).encode())
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        rel = path.relative_to(root).as_posix()
+        record = known.get(rel)
+        sha = record[0] if record and record[1] == path.stat().st_size else _sha256(path)
+        digest.update(f"{rel}\0{sha}\n".encode())
     return digest.hexdigest()
 
 
@@ -156,8 +171,13 @@ def scan_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     per_class: int | None = None,
+    hash_content: bool = True,
 ) -> DataSplit:
-    """List a data set's images and split them; raises LabError for unusable folders."""
+    """List a data set's images and split them; raises LabError for unusable folders.
+
+    `hash_content=False` leaves `content_hash` empty (to check a data set without needing
+    its identity, e.g. when runs are queued).
+    """
     root = resolve_dataset(name_or_path)
     if not 0.0 < val_fraction < 1.0:
         raise LabError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -216,7 +236,7 @@ def scan_dataset(
         train=train,
         val=val,
         test=test,
-        content_hash=_hash_files(all_files, root),
+        content_hash=content_hash(root, all_files) if hash_content else "",
         split_kind=split_kind,
     )
 
@@ -249,22 +269,16 @@ def decode_items(
     *,
     use_cache: bool = True,
     on_progress: ProgressFn | None = None,
+    message: str = "decoding images",
 ) -> DecodedImages:
     """Decode and resize every image once; reuse a disk cache keyed by file identities."""
     cache_file = None
     if use_cache and items:
         cache_file = paths.cache_dir("images") / f"{_cache_key(items, resize_size)}.pt"
-        if cache_file.is_file():
-            try:
-                data = torch.load(cache_file, weights_only=True)
-                return DecodedImages(
-                    data["images"],
-                    data["labels"],
-                    data["paths"],
-                    [tuple(s) for s in data["skipped"]],
-                )
-            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-                cache_file.unlink(missing_ok=True)
+        cached = paths.load_cache(cache_file)
+        if cached is not None:
+            skipped = [tuple(s) for s in cached["skipped"]]
+            return DecodedImages(cached["images"], cached["labels"], cached["paths"], skipped)
     images, labels, kept, skipped = [], [], [], []
     for n, it in enumerate(items, start=1):
         try:
@@ -274,22 +288,17 @@ def decode_items(
         except ImageDecodeError as exc:
             skipped.append((it.path, str(exc)))
         if on_progress is not None:
-            on_progress(n, len(items), "decoding images")
+            on_progress(Progress("decode", n, len(items), message))
     if cache_file is not None:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        try:
-            torch.save(
-                {
-                    "images": images,
-                    "labels": labels,
-                    "paths": kept,
-                    "skipped": [list(s) for s in skipped],
-                },
-                tmp,
-            )
-            os.replace(tmp, cache_file)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written is only slower
+        paths.save_cache(
+            {
+                "images": images,
+                "labels": labels,
+                "paths": kept,
+                "skipped": [list(s) for s in skipped],
+            },
+            cache_file,
+        )
     return DecodedImages(images, labels, kept, skipped)
 
 

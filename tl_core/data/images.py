@@ -14,8 +14,8 @@ through `decode_bytes` or `load_rgb`, one bounded decoding path:
 - EXIF rotation is applied, and CMYK, palette, greyscale and RGBA become 8-bit RGB
   (transparent pixels over white).
 
-Decoding one picture then needs a few hundred MB at most. `check_image` returns a reason
-instead of raising, for import reports.
+Decoding one picture then needs a few hundred MB at most. A picture that cannot be decoded
+raises `ImageDecodeError` with the reason.
 """
 
 from __future__ import annotations
@@ -243,15 +243,6 @@ def decode_bytes(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedI
             if head.startswith((b"{", b"[")):
                 raise ImageDecodeError("not an image (a JSON document)") from exc
         raise
-
-
-def check_image(path: str | Path) -> str | None:
-    """None when `path` decodes to a usable image, else the reason it does not."""
-    try:
-        load_rgb(path)
-    except ImageDecodeError as exc:
-        return str(exc)
-    return None
 
 
 def dhash(img: Image.Image, *, size: int = 8) -> int:

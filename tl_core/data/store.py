@@ -42,7 +42,6 @@ from tl_core.data.images import (
     decode_bytes,
     dhash,
     is_image_name,
-    load_rgb,
     placeholder_reason,
 )
 from tl_core.errors import LabError
@@ -455,9 +454,6 @@ class DatasetWriter:
     def records(self) -> list[ImageRecord]:
         return list(self._by_path.values())
 
-    def has_origin(self, key: str, value: str) -> bool:
-        return any(r.origin.get(key) == value for r in self._by_path.values())
-
     def _resolve_split(self, split: str | None) -> str | None:
         if split is not None and split not in SPLITS:
             raise LabError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -630,12 +626,3 @@ class DatasetWriter:
         for folder in sorted(self.tmp.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-
-
-def verify_record(root: Path, record: ImageRecord) -> str | None:
-    """None when the stored file still decodes, else why not (used by `show`)."""
-    try:
-        load_rgb(root / record.path)
-    except ImageDecodeError as exc:
-        return str(exc)
-    return None
