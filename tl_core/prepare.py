@@ -110,7 +110,7 @@ def prepare_fast_path(
             built.model, built.backbone, spec.strategy, spec.trainable_blocks
         )
         if parts is not None:
-            return _prepare_prefix(spec, built, data, runtime, on_progress, should_stop, parts)
+            return _prepare_prefix(spec, built, data, runtime, parts, on_progress, should_stop)
     return _prepare_images(spec, built, data, runtime)
 
 
@@ -179,9 +179,9 @@ def _prepare_prefix(
     built: BuiltModel,
     data: RunData,
     runtime: Runtime,
+    parts: tuple[nn.Module, nn.Module],
     on_progress: ProgressFn,
     should_stop: Callable[[], bool],
-    parts: tuple[nn.Module, nn.Module],
 ) -> Prepared:
     """partial_finetune: the frozen prefix run once per augmented view, not every epoch.
 
