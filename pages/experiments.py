@@ -70,6 +70,7 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
         total = lambda: consent.total_estimate(plan.specs, store)  # noqa: E731
         if not consent.confirmed(f"recipe_{name}", clicked, len(plan.specs), total):
             return
+        workspaces.check_room(store, ws, len(plan.stages[0].specs))  # again, after a wait
         click = workspaces.click_request_id(st.session_state, "recipe_last_click", [name, offline])
         recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
     except LabError as exc:
