@@ -130,6 +130,10 @@ def test_server_folders_are_off_unless_turned_on(no_folder_settings, monkeypatch
     assert not workspaces.server_folders_allowed()
     monkeypatch.setenv("TL_LAB_SERVER_FOLDERS", "1")
     assert workspaces.check_server_folder(stripes) == stripes.resolve()
+    import_folder(stripes, workspaces.dataset_name("other-team", "secret"))
+    for theirs in (datasets_dir() / "other-team--secret", datasets_dir(), datasets_dir().parent):
+        with pytest.raises(LabError, match="the lab's own data"):
+            workspaces.check_server_folder(theirs)
 
 
 def test_the_import_root_fences_server_folders(no_folder_settings, monkeypatch, tmp_path):

@@ -177,15 +177,24 @@ def import_root() -> Path | None:
 def check_server_folder(path: str | Path) -> Path:
     """The resolved path of a folder (or zip) on the server that the Data page may import.
 
-    Refused unless `server_folders_allowed()`; with `TL_LAB_IMPORT_ROOT` set, the path must
-    lie under it after links are resolved (so neither `..` nor a symbolic link escapes).
+    Refused unless `server_folders_allowed()`, and for the lab home or a folder in it (other
+    workspaces' data sets); with `TL_LAB_IMPORT_ROOT` set, the path must lie under it after
+    links are resolved (so neither `..` nor a symbolic link escapes).
     """
     if not server_folders_allowed():
         raise LabError(
             "importing server folders is turned off on this deployment "
             "(the server's administrator can allow it with TL_LAB_SERVER_FOLDERS=1)"
         )
+    from tl_core.paths import lab_home
+
     resolved = Path(path).expanduser().resolve()
+    home = lab_home().resolve()
+    if resolved.is_relative_to(home) or home.is_relative_to(resolved):
+        raise LabError(
+            f"{path} holds the lab's own data (every workspace's data sets); "
+            "give a folder outside the lab home"
+        )
     root = import_root()
     if root is not None and not resolved.is_relative_to(root):
         raise LabError(
