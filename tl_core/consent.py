@@ -30,9 +30,11 @@ def total_estimate(
         key = (str(spec.data), spec.val_fraction, spec.split_seed, spec.per_class)
         if key not in seen:
             split = scan_dataset(
-                spec.data, val_fraction=spec.val_fraction, seed=spec.split_seed,
+                spec.data,
+                val_fraction=spec.val_fraction,
+                seed=spec.split_seed,
                 per_class=spec.per_class,
-            )  # fmt: skip
+            )
             seen[key] = (len(split.train), len(split.val))
         return seen[key]
 
