@@ -59,8 +59,9 @@ def test_a_restart_with_an_empty_home_brings_back_every_run_epoch_and_picture(
         strategy="scratch",
         train=TrainConfig(epochs=2, batch_size=8, precision="fp32"),
     )
-    (run_id,) = queue_runs(RunStore(), [spec])
+    run_id, deleted = queue_runs(RunStore(), [spec, spec])
     assert execute_run(RunStore(), run_id)["status"] == "done"
+    RunStore().delete(deleted)  # kept as queued by the snapshot above; gone after this one
     before = _state(lab_home)
     assert len(before["epochs"][run_id]) == 2 and before["run_files"][run_id]
     assert any(name.endswith(".png") for name in before["pictures"])
@@ -87,6 +88,7 @@ def test_a_restart_with_an_empty_home_brings_back_every_run_epoch_and_picture(
     after = _state(lab_home)
     assert after == before
     assert not (lab_home / "datasets" / "gone").exists()
+    assert not (lab_home / "runs" / deleted).exists()
     assert not (lab_home / persist.RESTORING).exists()
 
 

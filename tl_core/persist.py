@@ -4,8 +4,9 @@ On a Hugging Face Space, DIR is a Storage Bucket mounted as a volume. Object-sto
 do not promise the file locking and shared memory that SQLite's WAL needs, so the live lab
 home stays on local disk and DIR only ever receives whole files:
 
-- after a run finishes (done, failed or cancelled): its folder, and a snapshot of the run
-  store made with SQLite's online backup API into a local file, then copied to DIR;
+- after a run finishes (done, failed or cancelled) or is deleted: its folder (or its removal),
+  and a snapshot of the run store made with SQLite's online backup API into a local file,
+  then copied to DIR;
 - after a data set changes (created, edited, deleted): the set's folder, and the snapshot.
 
 On start with an empty local home (no run store, no data sets), `restore_if_empty` copies
@@ -120,17 +121,20 @@ def _guarded(what: str, action) -> None:
 # ------------------------------------------------------------------------------- hooks
 
 
-def run_finished(home: str | Path, run_id: str) -> None:
-    """Hook: run `run_id` of lab home `home` finished; keep its folder and the run store."""
+def run_changed(home: str | Path, run_id: str) -> None:
+    """Hook: run `run_id` of lab home `home` finished or was deleted; keep it, and the store."""
     dest = persist_dir()
     if dest is None:
         return
     home = Path(home)
+    kept = dest / "runs" / run_id
 
     def keep() -> None:
         folder = home / "runs" / run_id
         if folder.is_dir():
-            _sync_tree(folder, dest / "runs" / run_id)
+            _sync_tree(folder, kept)
+        elif kept.exists():
+            shutil.rmtree(kept)
         _snapshot_store(home, dest)
 
     _guarded(f"run {run_id}", keep)

@@ -402,7 +402,7 @@ class RunStore:
         if status not in FINISHED:
             raise ValueError(f"not a finished status: {status}")
         self.update(run_id, status=status, finished=time.time(), **fields)
-        persist.run_finished(self.home, run_id)  # TL_LAB_PERSIST: keep it beyond a restart
+        persist.run_changed(self.home, run_id)  # TL_LAB_PERSIST: keep it beyond a restart
 
     def request_cancel(self, run_id: str) -> str:
         """Ask a run to stop; a queued run is cancelled at once. Returns the new status."""
@@ -456,6 +456,7 @@ class RunStore:
             conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id, create=False), ignore_errors=True)
+        persist.run_changed(self.home, run_id)  # TL_LAB_PERSIST: forget it there too
 
     # ------------------------------------------------------------------ files
 
