@@ -215,3 +215,84 @@ def test_a_run_resumed_mid_schedule_ends_exactly_as_an_uninterrupted_one() -> No
     assert [e.lr for e in resumed.epochs] == [e.lr for e in whole.epochs]
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+
+# ---------------------------------------------------------------------------- probe_finetune
+
+
+def _run(spec):
+    from tl_core.jobs import execute_run, queue_runs
+    from tl_core.runs import RunStore
+
+    store = RunStore()
+    (run_id,) = queue_runs(store, [spec])
+    return execute_run(store, run_id)
+
+
+def _weights(run_id: str) -> dict[str, torch.Tensor]:
+    from tl_core.jobs import WEIGHTS_FILE
+    from tl_core.runs import RunStore
+
+    path = RunStore().run_dir(run_id, create=False) / WEIGHTS_FILE
+    return torch.load(path, weights_only=True)
+
+
+def test_probe_finetune_probes_the_head_as_feature_extractor_would_then_tunes_every_layer(
+    stripes, monkeypatch
+) -> None:
+    from dataclasses import replace
+
+    import tl_core.probe as probe
+    from tl_core.evaluate import load_trained, predict_files, validation_predictions
+    from tl_core.jobs import RunSpec
+    from tl_core.runs import RunStore
+    from tl_core.strategies import STRATEGIES
+
+    assert "probe_finetune" in STRATEGIES
+    calls = []
+    real_fit = probe.fit
+
+    def spy(module, *args, **kwargs):
+        history = real_fit(module, *args, **kwargs)
+        calls.append((module, history))
+        return history
+
+    monkeypatch.setattr(probe, "fit", spy)
+    backbone = get_backbone("efficientnet_lite0")
+    config = TrainConfig(
+        epochs=1, probe_epochs=2, batch_size=8, precision="fp32", backbone_lr_mult=0.1
+    )
+    spec = RunSpec(
+        data=str(stripes),
+        backbone="efficientnet_lite0",
+        strategy="probe_finetune",
+        train=config,
+        augment="none",
+    )
+    record = _run(spec)
+    assert record["status"] == "done"
+    ((probed_module, probe_history),) = calls  # one probe phase, on the head alone
+    assert isinstance(probed_module, nn.Linear) and len(probe_history.epochs) == 2
+    probed = {f"{backbone.head}.{k}": v for k, v in probe_history.best_state.items()}
+    # The run's epochs are the fine-tuning ones, and every parameter trained in them.
+    assert len(RunStore().epochs(record["id"])) == 1
+    assert record["trainable_params"] == record["total_params"]
+
+    # The probed head is exactly a feature_extractor run's head with the same seed.
+    fe = _run(replace(spec, strategy="feature_extractor", train=replace(config, epochs=2)))
+    fe_weights = _weights(fe["id"])
+    for name, value in probed.items():
+        assert torch.equal(fe_weights[name], value), name
+
+    # Fine-tuning then moved the backbone (ImageNet weights: the feature_extractor run's)
+    # and the head on from the probe.
+    tuned = _weights(record["id"])
+    stem = "_conv_stem.weight"
+    assert not torch.equal(tuned[stem], fe_weights[stem])
+    assert any(not torch.equal(tuned[k], v) for k, v in probed.items())
+
+    # The saved model gives the run's own validation predictions.
+    store = RunStore()
+    preds = validation_predictions(store, record["id"])
+    again = predict_files(load_trained(store, record["id"]), [it["path"] for it in preds["items"]])
+    assert [r["top"][0]["index"] for r in again] == [it["pred"] for it in preds["items"]]

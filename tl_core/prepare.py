@@ -3,8 +3,9 @@ strategy's fast path (`prepare_fast_path`).
 
 The strategy table (`tl_core.strategies`) names the fast path: "features" caches the frozen
 backbone's features and trains only the head on them; "prefix" caches the frozen prefix's
-outputs and trains the rest of the network on them; none trains on batches of preloaded
-images, augmented a batch at a time. `RunSpec.fast=False` takes the classic per-image path.
+outputs and trains the rest of the network on them; "probe" trains the head alone on the
+cached features first and then every layer on images (probe_finetune, `tl_core.probe`); none
+trains on batches of preloaded images, augmented a batch at a time. `RunSpec.fast=False` takes the classic per-image path.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tl_core.data.folder import (
 from tl_core.errors import LabError
 from tl_core.machine import Runtime
 from tl_core.models import BuiltModel, get_module, head_parameter_names, set_train_mode
+from tl_core.probe import probe_head
 from tl_core.progress import ProgressFn
 from tl_core.spec import RunSpec
 from tl_core.strategies import get_strategy
@@ -105,6 +107,8 @@ def prepare_fast_path(
     fast_path = get_strategy(spec.strategy).fast_path if spec.fast else None
     if fast_path == "features":
         return _prepare_features(spec, built, data, runtime, on_progress)
+    if fast_path == "probe":
+        return _prepare_probe(spec, built, data, runtime, on_progress, should_stop)
     if fast_path == "prefix":
         parts = feats.split_frozen_prefix(
             built.model, built.backbone, spec.strategy, spec.trainable_blocks
@@ -229,6 +233,38 @@ def _prepare_prefix(
         cache_seconds=seconds,
         predictor=model,
         **common,
+    )
+
+
+def _prepare_probe(
+    spec: RunSpec,
+    built: BuiltModel,
+    data: RunData,
+    runtime: Runtime,
+    on_progress: ProgressFn,
+    should_stop: Callable[[], bool],
+) -> Prepared:
+    """probe_finetune: the head first, alone on the feature_extractor path's cached features
+    (`tl_core.probe`); then every layer trains on images, from that head.
+
+    A resumed run probes again (features from the disk cache, seconds), and its checkpoint
+    then replaces the whole model.
+    """
+    features = _prepare_features(spec, built, data, runtime, on_progress)
+    probe_head(
+        features.net,
+        features.train_set,
+        features.val_set,
+        spec.train,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        runtime=runtime,
+    )
+    images = _prepare_images(spec, built, data, runtime)
+    return replace(
+        images,
+        path="probe on cached features, then images",
+        cache_seconds=features.cache_seconds,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-STAGES = ("decode", "features", "prefix", "resume", "train")
+STAGES = ("decode", "features", "prefix", "probe", "resume", "train")
 
 
 @dataclass

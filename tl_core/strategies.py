@@ -21,7 +21,9 @@ class Strategy:
     title: str  # a short label for charts and buttons
     trains: str  # what learns, in words
     needs_pretrained: bool  # starts from ImageNet weights or a run trained here
-    fast_path: str | None  # "features": cached backbone features; "prefix": cached frozen prefix
+    # "features": cached backbone features; "prefix": cached frozen prefix; "probe": the
+    # head on cached features first, then every layer on images (tl_core/probe.py)
+    fast_path: str | None
     cost_factor: float  # an epoch's cost against training every layer (1.0)
     # Which parameters train: "all" (every layer), "head" (only the new head) or
     # "last_groups" (the backbone's last `trainable_blocks` layer groups and the head).
@@ -74,6 +76,16 @@ STRATEGIES: dict[str, Strategy] = {
         cost_factor=1.0,
         scope="all",
         colour="#e6550d",
+    ),
+    "probe_finetune": Strategy(
+        name="probe_finetune",
+        title="Probe, then fine-tune",
+        trains="the new head alone on cached features first, then every layer from that head",
+        needs_pretrained=True,
+        fast_path="probe",  # the feature_extractor path for the head, then the full model
+        cost_factor=1.0,  # its epochs train every layer; the probe adds seconds
+        scope="all",  # what its epochs train; the probe before them trains the head alone
+        colour="#756bb1",
     ),
 }
 
