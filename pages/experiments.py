@@ -16,7 +16,7 @@ from tl_core.jobs import RunSpec, expand
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
 from tl_core.runs import RunStore
 from tl_core.schedule import estimate_seconds, progress_fraction, queue_view
-from tl_core.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
 from tl_core.worker import ensure_worker, worker_status
 
@@ -80,6 +80,78 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
     st.success(f"Recipe {name} queued; later stages queue themselves.")
 
 
+def fine_tuning_options() -> dict:
+    """The fine-tuning settings (TrainConfig fields); their defaults are today's behaviour."""
+    d = TrainConfig()
+    c = st.columns(4)
+    return {
+        "backbone_lr_mult": c[0].number_input(
+            "Backbone lr × (pretrained layers)",
+            0.001,
+            1.0,
+            d.backbone_lr_mult,
+            format="%.3f",
+            help="The pretrained layers learn at this fraction of the head's rate.",
+            key="exp_backbone_lr_mult",
+        ),
+        "bn": c[1].selectbox(
+            "BatchNorm statistics",
+            BN_MODES,
+            help="frozen: keep the pretrained running statistics (small batches).",
+            key="exp_bn",
+        ),
+        "warmup_epochs": int(
+            c[2].number_input("Warm-up epochs", 0, 100, d.warmup_epochs, key="exp_warmup")
+        ),
+        "probe_epochs": int(
+            c[3].number_input(
+                "Probe epochs (probe_finetune)", 1, 1000, d.probe_epochs, key="exp_probe_epochs"
+            )
+        ),
+    }
+
+
+def use_lr(value: float) -> None:
+    st.session_state["exp_lr"] = value
+
+
+def lr_finder_panel(specs: list[RunSpec]) -> None:
+    """The learning-rate finder on one of the chosen strategies, its curve, and a button
+    that puts its suggestion in the form."""
+    from tl_core.lr_find import LRFindConfig, find_lr
+
+    with st.expander("Find a learning rate"):
+        st.caption(
+            "Trains a fresh copy for up to 100 mini-batches while the rate rises from 1e-7 "
+            "to 10, and plots the loss. Pick a rate where the loss still falls steeply."
+        )
+        by_strategy = {s.strategy: s for s in specs}
+        strategy = st.selectbox("For strategy", list(by_strategy), key="lr_find_strategy")
+        if st.button("Find a learning rate", key="lr_find_run", disabled=not by_strategy):
+            try:
+                with st.spinner("Sweeping the learning rate…"):
+                    result = find_lr(by_strategy[strategy], LRFindConfig(num_iter=100))
+            except LabError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state["lr_find_result"] = result
+        result = st.session_state.get("lr_find_result")
+        if result:
+            st.plotly_chart(charts.lr_find_chart(result), key="lr_find_chart")
+            suggested = result["suggested_lr"]
+            st.caption(
+                f"{result['strategy']} on {result['backbone']}: {len(result['lrs'])} batches, "
+                f"stopped: {result['stopped']}."
+            )
+            if suggested:
+                st.button(
+                    f"Use {suggested:.2e} as the learning rate",
+                    key="lr_find_apply",
+                    on_click=use_lr,
+                    args=(float(f"{suggested:.2e}"),),
+                )
+
+
 st.title("Experiments")
 datasets = workspaces.list_datasets(ws)
 if not datasets:
@@ -97,9 +169,10 @@ else:
         key="exp_backbone",
     )
     strategies = st.multiselect(
-        "Strategies (all four make a comparison)",
+        "Strategies (several make a comparison)",
         list(STRATEGIES),
-        default=list(STRATEGIES),
+        # The classic four; probe_finetune (fine-tuning from a probed head) joins by choice.
+        default=[s for s in STRATEGIES if s != "probe_finetune"],
         key="exp_strategies",
     )
     c = st.columns(4)
@@ -130,6 +203,7 @@ else:
             ),
             key="exp_init",
         )
+        fine = fine_tuning_options()
 
     base = RunSpec(
         data=data,
@@ -142,6 +216,7 @@ else:
             momentum=float(momentum),
             optimizer=optimizer,
             schedule=schedule,
+            **fine,
         ),
         augment=augment,
         per_class=int(per_class) or None,
@@ -158,6 +233,7 @@ else:
             problems.append(f"{spec.strategy}: {exc}")
     for p in dict.fromkeys(problems):
         st.warning(p)
+    lr_finder_panel(specs)
 
     try:
         n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)

@@ -296,3 +296,31 @@ def test_probe_finetune_probes_the_head_as_feature_extractor_would_then_tunes_ev
     preds = validation_predictions(store, record["id"])
     again = predict_files(load_trained(store, record["id"]), [it["path"] for it in preds["items"]])
     assert [r["top"][0]["index"] for r in again] == [it["pred"] for it in preds["items"]]
+
+
+def test_the_experiments_page_queues_the_fine_tuning_options_and_probe_finetune(
+    stripes, monkeypatch
+) -> None:
+    from app_fixtures import app_at
+
+    from tl_core.data.sources import import_folder
+    from tl_core.runs import RunStore
+
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+    import_folder(stripes, "stripes")
+    at = app_at("pages/experiments.py")
+    assert "probe_finetune" in at.multiselect(key="exp_strategies").options
+    at.multiselect(key="exp_strategies").set_value(["full_finetune", "probe_finetune"]).run()
+    at.number_input(key="exp_backbone_lr_mult").set_value(0.1).run()
+    at.selectbox(key="exp_bn").set_value("frozen").run()
+    at.number_input(key="exp_warmup").set_value(1).run()
+    at.number_input(key="exp_probe_epochs").set_value(3).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["strategy"]) == ["full_finetune", "probe_finetune"]
+    at.button(key="exp_start").click().run()
+    queued = RunStore().queue()
+    assert [r["strategy"] for r in queued] == ["full_finetune", "probe_finetune"]
+    for run in queued:
+        train = run["config"]["train"]
+        assert (train["backbone_lr_mult"], train["bn"]) == (0.1, "frozen")
+        assert (train["warmup_epochs"], train["probe_epochs"]) == (1, 3)

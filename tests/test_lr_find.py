@@ -94,3 +94,27 @@ def test_the_command_prints_lrs_losses_and_a_suggestion_as_json(shapes, capsys) 
     assert "suggested lr:" in capsys.readouterr().out
     assert main([*argv, "--num-iter", "3000"]) == 2
     assert "between 5 and 300" in capsys.readouterr().err
+
+
+def test_the_experiments_page_plots_the_curve_and_applies_the_suggestion(stripes, monkeypatch):
+    from app_fixtures import app_at
+
+    from tl_core.data.sources import import_folder
+
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+    import_folder(stripes, "stripes")
+    at = app_at("pages/experiments.py")
+    at.selectbox(key="exp_backbone").set_value("small_cnn").run()
+    at.multiselect(key="exp_strategies").set_value(["scratch"]).run()
+    charts_before = len(at.get("plotly_chart"))
+    at.button(key="lr_find_run").click().run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == charts_before + 1  # the loss-vs-lr curve
+    result = at.session_state["lr_find_result"]
+    assert result["strategy"] == "scratch" and len(result["lrs"]) <= 100
+    apply = at.button(key="lr_find_apply")
+    assert f"{result['suggested_lr']:.2e}" in apply.label
+    apply.click().run()
+    assert at.number_input(key="exp_lr").value == pytest.approx(
+        float(f"{result['suggested_lr']:.2e}")
+    )

@@ -247,10 +247,75 @@ def layer_diagram(group_names: Sequence[str], trainable: Sequence[bool], title: 
 
 
 def strategy_diagram(backbone_name: str, strategy: str, trainable_blocks: int = 1) -> go.Figure:
-    """`layer_diagram` for a backbone under a strategy (which groups train, which are frozen)."""
+    """`layer_diagram` for a backbone under a strategy (which groups train, which are frozen).
+
+    probe_finetune gets its two phases side by side: the head alone on the frozen backbone,
+    then every layer.
+    """
     from tl_core.models import get_backbone, trainable_prefixes
+    from tl_core.strategies import get_strategy
 
     backbone = get_backbone(backbone_name)
+    if get_strategy(strategy).fast_path == "probe":
+        return probe_diagram(backbone.group_names, strategy)
     prefixes = trainable_prefixes(backbone, strategy, trainable_blocks)
     flags = [prefixes == ("",) or all(m in prefixes for m in g) for g in backbone.layer_groups]
     return layer_diagram(backbone.group_names, flags, strategy)
+
+
+def probe_diagram(group_names: Sequence[str], title: str) -> go.Figure:
+    """Probe, then fine-tune: the frozen backbone with a training head, then every layer."""
+    names = [*group_names, "new head"]
+    phases = (
+        ("1. probe (cached features)", [False] * len(group_names) + [True], "trains"),
+        ("2. fine-tune", [True] * len(names), "trains (lr x mult)"),
+    )
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[p[0] for p in phases])
+    for col, (_, flags, says) in enumerate(phases, start=1):
+        fig.add_trace(
+            go.Bar(
+                x=[1] * len(names),
+                y=names,
+                orientation="h",
+                marker_color=[TRAINS if t else FROZEN for t in flags],
+                text=[
+                    "frozen" if not t else ("trains" if n == "new head" else says)
+                    for n, t in zip(names, flags, strict=True)
+                ],
+                textposition="inside",
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=title,
+        height=80 + 24 * len(names),
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        showlegend=False,
+    )
+    return fig
+
+
+def lr_find_chart(result: dict) -> go.Figure:
+    """The learning-rate finder's smoothed loss against the rate (log axis), with the
+    suggested rate marked."""
+    fig = go.Figure(
+        go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed loss")
+    )
+    finite = [v for v in result["losses"] if v == v and abs(v) != float("inf")]
+    if finite:  # the diverged tail would flatten the useful part of the curve
+        low = min(finite)
+        fig.update_yaxes(range=[low - 0.05 * abs(low), min(max(finite), 2.5 * low + 0.1)])
+    suggested = result.get("suggested_lr")
+    if suggested:
+        fig.add_vline(
+            x=suggested,
+            line_dash="dash",
+            annotation_text=f"suggested {suggested:.1e}",
+        )
+    fig.update_xaxes(type="log", title_text="learning rate (the head's)")
+    fig.update_yaxes(title_text="training loss (smoothed)")
+    return _layout(fig, "Loss against learning rate")
