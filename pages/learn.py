@@ -33,6 +33,21 @@ a new *head* for your classes.
         ("feature_extractor", "partial_finetune", "full_finetune"),
     ),
     (
+        "Fine-tuning well: probe first, then fine-tune",
+        """Fine-tuning starts with a new head of random weights. In the first steps its
+large, random errors flow back into the pretrained layers and scramble features that were
+good, before the head has learned anything. **Probe, then fine-tune** (`probe_finetune`,
+"LP-FT") avoids that: first train only the head on the frozen features (a *linear probe*,
+seconds here, since the features are computed once), then let every layer learn, starting
+from that head, with the pretrained layers at a smaller learning rate than the head
+(`--backbone-lr-mult`, e.g. 0.1). Other settings help fine-tuning on small data too: keep
+BatchNorm's statistics frozen when batches are small (`--bn frozen`), warm the learning rate
+up (`--warmup-epochs`), let it decay (`--schedule cosine` or `onecycle`), and pick it with
+the learning-rate finder on the Experiments page.""",
+        "probe_finetune",
+        ("full_finetune", "probe_finetune"),
+    ),
+    (
         "Why small data sets need transfer",
         """A network with millions of weights, trained from random numbers (**scratch**) on a
 few dozen pictures, can memorise them but learns little that carries over to new ones.

@@ -19,11 +19,12 @@ def test_ideas_with_diagrams_and_buttons():
     assert not at.exception
     assert [h.value for h in at.header] == [
         "Fixed feature extractor, fine-tuning, and the in-between",
+        "Fine-tuning well: probe first, then fine-tune",
         "Why small data sets need transfer",
         "Augmentation",
         "SGD, mini-batches and momentum",
     ]
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 7
     assert {b.key for b in at.button} >= {f"learn_run_{k}" for k in ("strategies", "momentum")}
 
 

@@ -324,3 +324,19 @@ def test_the_experiments_page_queues_the_fine_tuning_options_and_probe_finetune(
         train = run["config"]["train"]
         assert (train["backbone_lr_mult"], train["bn"]) == (0.1, "frozen")
         assert (train["warmup_epochs"], train["probe_epochs"]) == (1, 3)
+
+
+def test_the_learn_page_explains_probe_finetune_and_runs_its_lesson(monkeypatch) -> None:
+    from app_fixtures import app_at
+
+    from tl_core.runs import RunStore
+
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+    at = app_at("pages/learn.py")
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "probe_finetune" in text and "linear probe" in text
+    at.button(key="learn_run_probe_finetune").click().run()
+    queued = RunStore().queue()
+    assert [r["strategy"] for r in queued] == ["full_finetune", "probe_finetune"]
+    assert [r["config"]["train"]["backbone_lr_mult"] for r in queued] == [1.0, 0.1]

@@ -26,6 +26,7 @@ class Variant:
     batch_size: int = 16
     lr: float = 0.001
     per_class: int | None = None
+    backbone_lr_mult: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Preset:
                     batch_size=v.batch_size,
                     lr=v.lr,
                     momentum=v.momentum,
+                    backbone_lr_mult=v.backbone_lr_mult,
                     seed=seed,
                 ),
                 augment=v.augment,
@@ -82,6 +84,18 @@ PRESETS: dict[str, Preset] = {
                 Variant("feature extractor", "feature_extractor", epochs=8),
                 Variant("partial fine-tuning", "partial_finetune", **_FINETUNE),
                 Variant("full fine-tuning", "full_finetune", **_FINETUNE),
+            ),
+        ),
+        Preset(
+            "probe_finetune",
+            "Probe, then fine-tune",
+            "Fine-tuning from a random head against fine-tuning from a head first trained "
+            "on the frozen features (LP-FT), the backbone at a tenth of the head's rate.",
+            (
+                Variant("fine-tuning", "full_finetune", **_FINETUNE),
+                Variant(
+                    "probe, then fine-tune", "probe_finetune", backbone_lr_mult=0.1, **_FINETUNE
+                ),
             ),
         ),
         Preset(
