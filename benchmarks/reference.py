@@ -134,6 +134,7 @@ def reference_run(
             best_acc = row["val_acc"]
             best_state = copy.deepcopy(model.state_dict())
         row["seconds"] = time.perf_counter() - t0
+        row["elapsed"] = time.perf_counter() - t_start  # for time to accuracy
         history.append(row)
         if log is not None:
             log(
@@ -145,4 +146,5 @@ def reference_run(
         "best_val_acc": best_acc,
         "final_val_acc": history[-1]["val_acc"],
         "epoch_seconds": [r["seconds"] for r in history],
+        "epoch_ends": [(r["elapsed"], r["val_acc"]) for r in history],
     }

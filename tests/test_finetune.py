@@ -340,3 +340,36 @@ def test_the_learn_page_explains_probe_finetune_and_runs_its_lesson(monkeypatch)
     queued = RunStore().queue()
     assert [r["strategy"] for r in queued] == ["full_finetune", "probe_finetune"]
     assert [r["config"]["train"]["backbone_lr_mult"] for r in queued] == [1.0, 0.1]
+
+
+# ---------------------------------------------------------------------------- time to accuracy
+
+
+def test_time_to_accuracy_is_the_end_of_the_first_epoch_at_the_target() -> None:
+    from tl_core.bench import time_to_acc
+
+    ends = [(3.0, None), (5.0, 0.90), (7.5, 0.96), (9.0, 0.97)]
+    assert time_to_acc(ends, 0.95) == 7.5
+    assert time_to_acc(ends, 0.90) == 5.0
+    assert time_to_acc(ends, 0.99) is None
+
+
+def test_bench_reports_time_to_accuracy_for_both_sides(stripes, capsys) -> None:
+    import json
+
+    from tl_core.cli import main
+
+    argv = ["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"]
+    assert main([*argv, "--epochs", "2", "--target-acc", "0.01", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["target_acc"] == 0.01
+    (run,) = result["runs"]
+    for side in ("lab", "reference"):
+        # Any accuracy reaches 1 %: the time is when the first validated epoch ended.
+        first_end = run[side]["epoch_ends"][0][0]
+        assert result[f"{side}_time_to_acc"] == run[side]["time_to_acc"] == first_end
+        assert 0 < first_end <= result[f"{side}_seconds"]
+    assert "time to 1.0% val acc" in captured.err
+    assert main([*argv, "--epochs", "1", "--target-acc", "1.5", "--skip-reference"]) == 2
+    assert "--target-acc" in capsys.readouterr().err

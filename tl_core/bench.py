@@ -66,6 +66,12 @@ class BenchConfig:
         },
     )
     skip_reference: bool = field(default=False, metadata={"help": "time the lab's path only"})
+    target_acc: float = field(
+        default=0.95,
+        metadata={
+            "help": "report the seconds until validation accuracy first reaches this, each side"
+        },
+    )
 
     def __post_init__(self) -> None:
         from tl_core.models import get_backbone
@@ -73,6 +79,10 @@ class BenchConfig:
 
         get_backbone(self.backbone)
         get_strategy(self.strategy)
+        if not 0 < self.target_acc <= 1:
+            raise LabError(
+                f"--target-acc is a fraction in (0, 1], e.g. 0.95; got {self.target_acc}"
+            )
 
 
 @dataclass(frozen=True)
@@ -159,10 +169,16 @@ def lab_run(spec, log=None) -> dict:
 
     with fresh_lab_home() as home:
         t0 = time.perf_counter()
+        epoch_ends: list[tuple[float, float | None]] = []
+
+        def on_progress(p) -> None:
+            if p.epoch_stats is not None:  # when each validated epoch (a probe's too) ended
+                epoch_ends.append((time.perf_counter() - t0, p.epoch_stats.val_acc))
+
         store = RunStore(home)
         (run_id,) = queue_runs(store, [spec])
         with redirect_stdout(sys.stderr):
-            record = execute_run(store, run_id)
+            record = execute_run(store, run_id, on_progress=on_progress)
         seconds = time.perf_counter() - t0
         timings = store.read_json(run_id, TIMINGS_FILE) or {}
     if log is not None:
@@ -175,6 +191,7 @@ def lab_run(spec, log=None) -> dict:
         "cache_seconds": timings.get("cache_seconds", 0.0),
         "train_seconds": timings.get("train_seconds"),
         "epoch_seconds": timings.get("epoch_seconds", []),
+        "epoch_ends": epoch_ends,
         "path": timings.get("path"),
     }
 
@@ -210,6 +227,18 @@ def reference_loop() -> Callable[..., dict]:
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def time_to_acc(epoch_ends: list[tuple[float, float | None]], target: float) -> float | None:
+    """Seconds from the start until the first validation accuracy >= `target` (DAWNBench's
+    time to accuracy); None if no epoch reached it. `epoch_ends`: (seconds, val_acc) pairs."""
+    return next((t for t, acc in epoch_ends if acc is not None and acc >= target), None)
+
+
+def _mean_time_to_acc(runs: list[dict], target: float) -> float | None:
+    """The mean over seeds, or None when any seed never reached the target."""
+    times = [time_to_acc(r["epoch_ends"], target) for r in runs]
+    return None if not times or None in times else _mean(times)
 
 
 def _bench_reference(config: BenchConfig, split, seed: int, weights, device, log) -> dict:
@@ -289,10 +318,20 @@ def run_bench(config: BenchConfig, log: Log | None = None) -> dict:
         "device": str(device),
         "threads": threads,
     }
+    for run in runs:
+        for side in (run["lab"], run["reference"]):
+            if side is not None:
+                side["time_to_acc"] = time_to_acc(side["epoch_ends"], config.target_acc)
     result.update(_lab_summary([r["lab"] for r in runs]), runs=runs)
+    result.update(
+        target_acc=config.target_acc,
+        lab_time_to_acc=_mean_time_to_acc([r["lab"] for r in runs], config.target_acc),
+        reference_time_to_acc=None,
+    )
     refs = [r["reference"] for r in runs if r["reference"] is not None]
     if refs:
         result.update(_reference_summary(config, refs, result))
+        result["reference_time_to_acc"] = _mean_time_to_acc(refs, config.target_acc)
     return result
 
 

@@ -14,8 +14,15 @@ def _fmt(x, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
+def _seconds_or_never(x: float | None) -> str:
+    return "never" if x is None else f"{x:.1f} s"
+
+
 def bench_text(r: dict) -> str:
     pct = ".1%"
+    ref_time = (
+        "-" if r["reference_seconds"] is None else _seconds_or_never(r["reference_time_to_acc"])
+    )
     projected = (
         f" (projected from {r['reference_epochs']} epoch(s), "
         f"{r['reference_measured_seconds']:.1f} s measured)"
@@ -33,6 +40,8 @@ def bench_text(r: dict) -> str:
         f"(decode {r['lab_decode_seconds']:.1f} s, cache {r['lab_cache_seconds']:.1f} s)",
         f"  speedup {_fmt(r['speedup'], '.1f', 'x')} overall, "
         f"{_fmt(r['speedup_per_epoch'], '.1f', 'x')} per epoch; peak RSS {r['peak_rss_mb']:.0f} MB",
+        f"  time to {r['target_acc']:.1%} val acc (mean over seeds; never: a seed did not "
+        f"reach it): reference {ref_time}, lab {_seconds_or_never(r['lab_time_to_acc'])}",
     ]
     return "\n".join(lines)
 
