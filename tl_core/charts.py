@@ -220,30 +220,38 @@ def class_balance(split_counts: dict[str, dict[str, int]]) -> go.Figure:
     return _layout(fig, "Class balance")
 
 
-def layer_diagram(group_names: Sequence[str], trainable: Sequence[bool], title: str) -> go.Figure:
-    """The backbone's layer groups, input to output, coloured frozen or trained."""
-    names = [*group_names, "new head"]
-    flags = [*trainable, True]
-    fig = go.Figure(
-        go.Bar(
-            x=[1] * len(names),
-            y=names,
-            orientation="h",
-            marker_color=[TRAINS if t else FROZEN for t in flags],
-            text=["trains" if t else "frozen" for t in flags],
-            textposition="inside",
-            hoverinfo="skip",
-        )
+def _layer_bars(names: Sequence[str], flags: Sequence[bool], texts: Sequence[str]) -> go.Bar:
+    """One horizontal bar per layer group, coloured frozen or trained."""
+    return go.Bar(
+        x=[1] * len(names),
+        y=list(names),
+        orientation="h",
+        marker_color=[TRAINS if t else FROZEN for t in flags],
+        text=list(texts),
+        textposition="inside",
+        hoverinfo="skip",
     )
+
+
+def _diagram_layout(fig: go.Figure, title: str, height: int, top: int = 40) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(
         title=title,
-        height=60 + 24 * len(names),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=height,
+        margin={"l": 10, "r": 10, "t": top, "b": 10},
         showlegend=False,
     )
     return fig
+
+
+def layer_diagram(group_names: Sequence[str], trainable: Sequence[bool], title: str) -> go.Figure:
+    """The backbone's layer groups, input to output, coloured frozen or trained."""
+    names = [*group_names, "new head"]
+    flags = [*trainable, True]
+    texts = ["trains" if t else "frozen" for t in flags]
+    fig = go.Figure(_layer_bars(names, flags, texts))
+    return _diagram_layout(fig, title, 60 + 24 * len(names))
 
 
 def strategy_diagram(backbone_name: str, strategy: str, trainable_blocks: int = 1) -> go.Figure:
@@ -266,37 +274,19 @@ def strategy_diagram(backbone_name: str, strategy: str, trainable_blocks: int = 
 def probe_diagram(group_names: Sequence[str], title: str) -> go.Figure:
     """Probe, then fine-tune: the frozen backbone with a training head, then every layer."""
     names = [*group_names, "new head"]
+    probe = [False] * len(group_names) + [True]
     phases = (
-        ("1. probe (cached features)", [False] * len(group_names) + [True], "trains"),
-        ("2. fine-tune", [True] * len(names), "trains (lr x mult)"),
+        ("1. probe (cached features)", probe, ["frozen"] * len(group_names) + ["trains"]),
+        (
+            "2. fine-tune",
+            [True] * len(names),
+            ["trains (lr x mult)"] * len(group_names) + ["trains"],
+        ),
     )
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[p[0] for p in phases])
-    for col, (_, flags, says) in enumerate(phases, start=1):
-        fig.add_trace(
-            go.Bar(
-                x=[1] * len(names),
-                y=names,
-                orientation="h",
-                marker_color=[TRAINS if t else FROZEN for t in flags],
-                text=[
-                    "frozen" if not t else ("trains" if n == "new head" else says)
-                    for n, t in zip(names, flags, strict=True)
-                ],
-                textposition="inside",
-                hoverinfo="skip",
-            ),
-            row=1,
-            col=col,
-        )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(
-        title=title,
-        height=80 + 24 * len(names),
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        showlegend=False,
-    )
-    return fig
+    for col, (_, flags, texts) in enumerate(phases, start=1):
+        fig.add_trace(_layer_bars(names, flags, texts), row=1, col=col)
+    return _diagram_layout(fig, title, 80 + 24 * len(names), top=60)
 
 
 def lr_find_chart(result: dict) -> go.Figure:
