@@ -220,13 +220,13 @@ def test_a_run_resumed_mid_schedule_ends_exactly_as_an_uninterrupted_one() -> No
 # ---------------------------------------------------------------------------- probe_finetune
 
 
-def _run(spec):
+def _run(spec, on_progress=None):
     from tl_core.jobs import execute_run, queue_runs
     from tl_core.runs import RunStore
 
     store = RunStore()
     (run_id,) = queue_runs(store, [spec])
-    return execute_run(store, run_id)
+    return execute_run(store, run_id, on_progress=on_progress)
 
 
 def _weights(run_id: str) -> dict[str, torch.Tensor]:
@@ -269,9 +269,13 @@ def test_probe_finetune_probes_the_head_as_feature_extractor_would_then_tunes_ev
         train=config,
         augment="none",
     )
-    record = _run(spec)
+    events = []
+    record = _run(spec, on_progress=events.append)
     assert record["status"] == "done"
-    ((probed_module, probe_history),) = calls  # one probe phase, on the head alone
+    ((probed_module, probe_history),) = calls
+    # The probe's epochs are reported as a step before training (bench times them too).
+    ended = [(e.stage, e.epoch) for e in events if e.epoch_stats is not None]
+    assert ended == [("probe", 1), ("probe", 2), ("train", 1)]  # one probe phase, on the head alone
     assert isinstance(probed_module, nn.Linear) and len(probe_history.epochs) == 2
     probed = {f"{backbone.head}.{k}": v for k, v in probe_history.best_state.items()}
     # The run's epochs are the fine-tuning ones, and every parameter trained in them.
