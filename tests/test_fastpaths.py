@@ -213,7 +213,12 @@ def test_partial_finetune_run_trains_through_the_cached_prefix(stripes) -> None:
     assert acc == pytest.approx(record["best_val_acc"], abs=1e-6)
 
 
-FAST_PATH_TIMINGS = {"features": "cached features", "prefix": "cached prefix", None: "images"}
+FAST_PATH_TIMINGS = {
+    "features": "cached features",
+    "prefix": "cached prefix",
+    "probe": "probe on cached features, then images",
+    None: "images",
+}
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
