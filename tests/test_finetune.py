@@ -377,3 +377,17 @@ def test_bench_reports_time_to_accuracy_for_both_sides(stripes, capsys) -> None:
     assert "time to 1.0% val acc" in captured.err
     assert main([*argv, "--epochs", "1", "--target-acc", "1.5", "--skip-reference"]) == 2
     assert "--target-acc" in capsys.readouterr().err
+
+
+def test_probe_finetunes_estimate_adds_the_feature_pass_and_probe_to_fine_tuning() -> None:
+    from dataclasses import replace
+
+    from tl_core.jobs import RunSpec
+    from tl_core.schedule import estimate_seconds
+
+    config = _config(epochs=3, probe_epochs=3)  # as many head epochs as the extractor
+    full = RunSpec("d", "efficientnet_lite0", "full_finetune", train=config)
+    probe = replace(full, strategy="probe_finetune")
+    extractor = replace(full, strategy="feature_extractor")
+    t_full, t_probe, t_fe = (estimate_seconds(s, 100, 40).seconds for s in (full, probe, extractor))
+    assert t_full < t_probe < t_full + t_fe  # a feature pass and head epochs more than full

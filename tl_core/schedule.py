@@ -68,13 +68,15 @@ def estimate_seconds(spec, num_train: int, num_val: int, store=None) -> Estimate
         return Estimate(rate * epochs * images, "past runs here")
     train_cost, fwd_cost = backbone.cpu_cost
     scale = _device_scale(spec)
-    if strategy.fast_path == "features" and spec.fast:
+    seconds = 0.0
+    if strategy.fast_path in ("features", "probe") and spec.fast:  # the feature pass, the head
         views = 1 if spec.augment == "none" else spec.feature_views
-        seconds = (num_train * views + num_val) * fwd_cost * scale
-        seconds += epochs * _HEAD_EPOCH_SECONDS * images
-    else:
+        seconds += (num_train * views + num_val) * fwd_cost * scale
+        head_epochs = epochs if strategy.fast_path == "features" else spec.train.probe_epochs
+        seconds += head_epochs * _HEAD_EPOCH_SECONDS * images
+    if strategy.fast_path != "features" or not spec.fast:  # epochs through the network
         step = train_cost * strategy.cost_factor
-        seconds = epochs * (num_train * step + num_val * fwd_cost) * scale
+        seconds += epochs * (num_train * step + num_val * fwd_cost) * scale
         seconds += num_train * _DECODE_SECONDS
     return Estimate(seconds + _OVERHEAD_SECONDS, "rough table")
 
