@@ -317,7 +317,7 @@ class RunStore:
             return [self._row(r) for r in conn.execute(sql, args).fetchall()]
 
     def queue(self, workspace: str | None = None) -> list[dict[str, Any]]:
-        """Queued and running runs, in the order the worker takes them."""
+        """Queued and running runs, oldest first (`schedule.queue_view` gives worker order)."""
         sql = "SELECT * FROM runs WHERE status IN ('queued', 'running')"
         args: list = []
         if workspace is not None:
@@ -353,22 +353,42 @@ class RunStore:
     def claim_next(
         self, worker_pid: int | None = None, workspace: str | None = None
     ) -> dict | None:
-        """Atomically mark the oldest queued run as running and return it."""
+        """Atomically mark the next queued run as running and return it: round-robin across
+        workspaces, first in, first out within one (`schedule.fair_order`)."""
+        from tl_core.schedule import fair_order
+
         now = time.time()
         with self._conn(write=True) as conn:
-            sql = "SELECT id FROM runs WHERE status = 'queued' AND cancel_requested = 0"
+            sql = (
+                "SELECT id, workspace, created, slot, group_id FROM runs "
+                "WHERE status = 'queued' AND cancel_requested = 0"
+            )
             args: list = []
             if workspace is not None:
                 sql += " AND workspace = ?"
                 args.append(workspace)
-            row = conn.execute(sql + " ORDER BY created, slot LIMIT 1", args).fetchone()
-            if row is None:
+            rows = [dict(r) for r in conn.execute(sql, args).fetchall()]
+            order = fair_order(rows, self._last_starts(conn))
+            if not order:
                 return None
+            run_id = order[0]["id"]
             conn.execute(
                 "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker_pid = ? WHERE id = ?",
-                (now, now, worker_pid or os.getpid(), row["id"]),
+                (now, now, worker_pid or os.getpid(), run_id),
             )
-        return self.get(row["id"])
+        return self.get(run_id)
+
+    @staticmethod
+    def _last_starts(conn: sqlite3.Connection) -> dict[str, float]:
+        rows = conn.execute(
+            "SELECT workspace, MAX(started) FROM runs WHERE started IS NOT NULL GROUP BY workspace"
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def last_starts(self) -> dict[str, float]:
+        """When each workspace's latest run started (workspaces that never ran are absent)."""
+        with self._conn() as conn:
+            return self._last_starts(conn)
 
     def mark_running(self, run_id: str) -> None:
         now = time.time()

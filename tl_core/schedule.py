@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,18 +145,69 @@ def time_left(run: dict, estimate: float | None, now: float | None = None) -> fl
     return None if estimate is None else max(0.0, estimate - elapsed)
 
 
+def fair_order(queued: Sequence[dict], last_start: Mapping[str, float]) -> list[dict]:
+    """Queued runs in the order the worker takes them: round-robin across workspaces, then
+    first in, first out within one.
+
+    The next run comes from the workspace served longest ago (`last_start`: when each
+    workspace's latest run started; never served comes first, ties go to the workspace whose
+    oldest run waits longest). So a workspace's run waits at most one run per other active
+    workspace, however many runs the others queued. A run that waits for a group
+    (`depends_on`, a recipe's later stage) is passed over while a run of that group is still
+    ahead of it. Rows need `workspace`, `created` and `slot`; `group_id` and `depends_on`
+    where dependencies matter. Pure: the worker's claim and the queue view both call it.
+    """
+    lanes: dict[str, list[dict]] = {}
+    for run in sorted(queued, key=lambda r: (r["created"], r.get("slot") or 0)):
+        lanes.setdefault(run.get("workspace") or "", []).append(run)
+    ahead = Counter(r.get("group_id") for r in queued)  # unplaced runs per group
+    served = {ws: last_start.get(ws, float("-inf")) for ws in lanes}
+    tick = max([0.0, *last_start.values()])
+    order: list[dict] = []
+    while lanes:
+        ready = {}
+        for ws, runs in lanes.items():
+            run = next((r for r in runs if not _waits(r, ahead)), None)
+            if run is not None:
+                ready[ws] = run
+        if not ready:  # only runs waiting for groups that never finish: they keep FIFO order
+            order.extend(sorted((r for rs in lanes.values() for r in rs), key=_fifo))
+            break
+        ws = min(ready, key=lambda w: (served[w], _fifo(ready[w])))
+        run = ready[ws]
+        order.append(run)
+        lanes[ws].remove(run)
+        if not lanes[ws]:
+            del lanes[ws]
+        ahead[run.get("group_id")] -= 1
+        tick += 1.0
+        served[ws] = tick
+    return order
+
+
+def _waits(run: dict, ahead: Counter) -> bool:
+    return run.get("depends_on") is not None and ahead[run["depends_on"]] > 0
+
+
+def _fifo(run: dict) -> tuple[float, int]:
+    return run["created"], run.get("slot") or 0
+
+
 def queue_view(store, workspace: str | None = None) -> list[dict]:
-    """Queued and running runs in worker order, each with `position` (0 = running now),
-    `estimate` (seconds, None if unknown), `time_left` and `expected_start` (epoch seconds).
+    """Running and queued runs in worker order (`fair_order`), each with `position`
+    (0 = running now, 1 = next), `estimate` (seconds, None if unknown), `time_left` and
+    `expected_start` (epoch seconds).
 
     The queue is shared by every workspace (one worker), so the expected start of a run
     counts the runs of other workspaces ahead of it; only `workspace`'s runs are returned.
     """
     now = clock = time.time()
+    rows = store.queue()
+    running = [r for r in rows if r["status"] == "running"]
+    queued = fair_order([r for r in rows if r["status"] == "queued"], store.last_starts())
     out = []
-    position = 0
     cache: dict[str, float | None] = {}
-    for run in store.queue():
+    for position, run in enumerate([*running, *queued]):
         key = json.dumps(run["config"], sort_keys=True)
         if key not in cache:
             cache[key] = _run_estimate(run, store)
@@ -165,8 +218,8 @@ def queue_view(store, workspace: str | None = None) -> list[dict]:
             entry["expected_start"] = run.get("started") or now
             clock = max(clock, now + (left or 0.0))
         else:
-            position += 1
-            entry = {**run, "position": position, "estimate": estimate, "time_left": estimate}
+            entry = {**run, "estimate": estimate, "time_left": estimate}
+            entry["position"] = position - len(running) + 1
             entry["expected_start"] = clock
             clock += estimate or 0.0
         if workspace is None or run.get("workspace", "") == workspace:

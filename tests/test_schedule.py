@@ -1,0 +1,177 @@
+"""The fair queue (round-robin across workspaces, FIFO within one), the claim and the queue
+view agreeing on it, the queue's command line, and the estimates' sources."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tl_core import schedule
+from tl_core.runs import NewRun, RunStore
+from tl_core.schedule import fair_order
+
+
+def _row(run_id: str, workspace: str, created: float, **kw) -> dict:
+    return {"id": run_id, "workspace": workspace, "created": created, "slot": 0, **kw}
+
+
+def _ids(rows: list[dict]) -> list[str]:
+    return [r["id"] for r in rows]
+
+
+# ---------------------------------------------------------------------------- the pure order
+
+
+def test_one_workspace_is_first_in_first_out() -> None:
+    rows = [_row("c", "a", 3.0), _row("a", "a", 1.0), _row("b", "a", 2.0)]
+    assert _ids(fair_order(rows, {})) == ["a", "b", "c"]
+
+
+def test_slots_order_runs_queued_at_the_same_moment() -> None:
+    rows = [_row("second", "a", 1.0, slot=1), _row("first", "a", 1.0, slot=0)]
+    assert _ids(fair_order(rows, {})) == ["first", "second"]
+
+
+def test_workspaces_take_turns_whatever_one_of_them_queued() -> None:
+    rows = [_row(f"a{i}", "a", float(i)) for i in range(10)] + [_row("b0", "b", 100.0)]
+    order = _ids(fair_order(rows, {}))
+    assert order.index("b0") == 1  # after a's oldest run, which waited longest
+    assert order == ["a0", "b0", *(f"a{i}" for i in range(1, 10))]
+
+
+def test_a_workspace_never_served_goes_before_one_served_recently() -> None:
+    rows = [_row("a0", "a", 1.0), _row("a1", "a", 2.0), _row("b0", "b", 50.0)]
+    assert _ids(fair_order(rows, {"a": 40.0})) == ["b0", "a0", "a1"]
+
+
+def test_the_workspace_served_longest_ago_goes_first() -> None:
+    rows = [_row("a0", "a", 1.0), _row("b0", "b", 2.0), _row("c0", "c", 3.0)]
+    assert _ids(fair_order(rows, {"a": 30.0, "b": 10.0, "c": 20.0})) == ["b0", "c0", "a0"]
+
+
+@pytest.mark.parametrize("others", [1, 2, 5])
+def test_one_run_waits_at_most_one_run_per_other_active_workspace(others: int) -> None:
+    rows = [_row(f"w{k}-{i}", f"w{k}", float(i * 10 + k)) for k in range(others) for i in range(20)]
+    rows.append(_row("late", "late", 1000.0))
+    served = {f"w{k}": 500.0 + k for k in range(others)}
+    for last in (served, {**served, "late": 999.0}):  # never served, or served last of all
+        order = _ids(fair_order(rows, last))
+        assert order.index("late") <= others
+
+
+def test_three_workspaces_round_robin_to_the_end() -> None:
+    rows = [_row(f"{w}{i}", w, i + k / 10) for k, w in enumerate("abc") for i in range(3)]
+    rows = [r for r in rows if r["id"] not in ("c1", "c2")]  # c has one run
+    assert _ids(fair_order(rows, {})) == ["a0", "b0", "c0", "a1", "b1", "a2", "b2"]
+
+
+def test_a_run_waiting_for_a_group_goes_after_that_group() -> None:
+    rows = [
+        _row("stage1", "a", 1.0, group_id="g1", depends_on="g0"),
+        _row("stage0-x", "a", 2.0, group_id="g0"),
+        _row("stage0-y", "a", 3.0, group_id="g0"),
+        _row("b0", "b", 4.0, group_id="gb"),
+    ]
+    order = _ids(fair_order(rows, {}))
+    assert order.index("stage1") > order.index("stage0-y")
+    assert order[:2] == ["stage0-x", "b0"]
+
+
+def test_runs_waiting_for_each_other_are_still_listed() -> None:
+    rows = [
+        _row("x", "a", 1.0, group_id="gx", depends_on="gy"),
+        _row("y", "a", 2.0, group_id="gy", depends_on="gx"),
+    ]
+    assert _ids(fair_order(rows, {})) == ["x", "y"]
+
+
+def test_the_default_workspace_is_one_workspace_like_the_others() -> None:
+    rows = [_row("d0", "", 1.0), _row("d1", "", 2.0), _row("a0", "a", 3.0)]
+    assert _ids(fair_order(rows, {})) == ["d0", "a0", "d1"]
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def _queue(store: RunStore, workspace: str, n: int) -> list[str]:
+    run = NewRun(
+        data_path="/nowhere",
+        backbone="small_cnn",
+        strategy="scratch",
+        config={"train": {"epochs": 1}},
+        workspace=workspace,
+    )
+    return store.create_group([run] * n)
+
+
+def test_claim_next_follows_the_fair_order() -> None:
+    store = RunStore()
+    a = _queue(store, "a", 4)
+    b = _queue(store, "b", 2)
+    claimed = []
+    while (run := store.claim_next()) is not None:
+        claimed.append(run["id"])
+        store.finish(run["id"], "done")
+    assert claimed == [a[0], b[0], a[1], b[1], a[2], a[3]]
+
+
+def test_a_workspace_arriving_late_is_next_while_another_trains() -> None:
+    store = RunStore()
+    a = _queue(store, "a", 10)
+    assert store.claim_next()["id"] == a[0]  # a trains its first run
+    (b,) = _queue(store, "b", 1)
+    view = schedule.queue_view(store)
+    positions = {r["id"]: r["position"] for r in view}
+    assert positions[a[0]] == 0 and positions[b] == 1 and positions[a[1]] == 2
+    store.finish(a[0], "done")
+    assert store.claim_next()["id"] == b  # the claim agrees with the view
+
+
+def test_the_queue_view_and_the_claim_agree_on_every_position() -> None:
+    store = RunStore()
+    _queue(store, "a", 3)
+    _queue(store, "", 2)
+    _queue(store, "b", 1)
+    _queue(store, "a", 2)
+    expected = [r["id"] for r in sorted(schedule.queue_view(store), key=lambda r: r["position"])]
+    claimed = []
+    while (run := store.claim_next()) is not None:
+        claimed.append(run["id"])
+        store.finish(run["id"], "done")
+    assert claimed == expected
+
+
+def test_the_queue_view_of_one_workspace_counts_the_others_ahead() -> None:
+    store = RunStore()
+    _queue(store, "a", 5)
+    (b,) = _queue(store, "b", 1)
+    view = schedule.queue_view(store, "b")
+    assert [(r["id"], r["position"]) for r in view] == [(b, 2)]
+
+
+def test_claim_next_for_one_workspace_is_first_in_first_out() -> None:
+    store = RunStore()
+    _queue(store, "a", 1)
+    b = _queue(store, "b", 2)
+    assert store.claim_next(workspace="b")["id"] == b[0]
+    assert store.claim_next(workspace="b")["id"] == b[1]
+    assert store.claim_next(workspace="b") is None
+
+
+def test_cancelled_runs_are_not_claimed_nor_listed() -> None:
+    store = RunStore()
+    a = _queue(store, "a", 2)
+    store.request_cancel(a[0])
+    assert [r["id"] for r in schedule.queue_view(store)] == [a[1]]
+    assert store.claim_next()["id"] == a[1]
+
+
+def test_last_starts_per_workspace() -> None:
+    store = RunStore()
+    _queue(store, "a", 1)
+    _queue(store, "b", 1)
+    assert store.last_starts() == {}
+    first = store.claim_next()
+    assert store.last_starts() == {first["workspace"]: first["started"]}
+    assert json.dumps(store.last_starts())  # plain data
