@@ -60,6 +60,60 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_queue_flags(p: argparse.ArgumentParser) -> None:
+    """--workspace and --queue, for the commands that start runs."""
+    p.add_argument(
+        "--workspace",
+        default="",
+        metavar="NAME",
+        help="the workspace the runs belong to, as on the app's ?ws= (default: the default one)",
+    )
+    p.add_argument(
+        "--queue",
+        action="store_true",
+        help="record the runs for the background worker (`python -m tl_core worker`) instead of "
+        "training them here; print them with their queue position and exit",
+    )
+
+
+def queue_fields(store, rows: list[dict]) -> list[dict]:
+    """Run summaries with `position` (1 = next, 0 = running) and `expected_start_s` (seconds
+    from now, queued runs only) under the fair queue (`schedule.queue_view`)."""
+    import time
+
+    from tl_core.schedule import queue_view
+
+    ids = {r["run_id"] for r in rows}
+    view = {v["id"]: v for v in queue_view(store) if v["id"] in ids} if ids else {}
+    now = time.time()
+    out = []
+    for r in rows:
+        v = view.get(r["run_id"])
+        wait = None
+        if v is not None and v["status"] == "queued":
+            wait = round(max(0.0, v["expected_start"] - now), 1)
+        out.append({**r, "position": v and v["position"], "expected_start_s": wait})
+    return out
+
+
+def queue_table(rows: list[dict]) -> str:
+    """Queued runs by position: where each waits and when it should start."""
+    from tl_core.fmt import format_duration
+
+    waiting = sorted((r for r in rows if r.get("expected_start_s") is not None), key=_position)
+    lines = [f"{'position':>8} {'run_id':24} {'workspace':16} {'strategy':18} expected start"]
+    for r in waiting:
+        lines.append(
+            f"{r['position']:>8} {r['run_id']:24} {r['workspace'] or '(default)':16} "
+            f"{r['strategy']:18} in {format_duration(r['expected_start_s'])}"
+        )
+    return "\n".join(lines) if waiting else ""
+
+
+def _position(row: dict) -> int:
+    return row["position"]
+
+
 def emit(obj, as_json: bool, text: str) -> None:
     """The command's result on stdout: one JSON line with --json, else `text`."""
     if as_json:

@@ -12,31 +12,83 @@ from pathlib import Path
 
 from tl_core.cli.common import (
     add_json_flag,
+    add_queue_flags,
     bars_on_stderr,
     emit,
     open_store,
     positive_int,
+    queue_fields,
+    queue_table,
     runs_table,
 )
 from tl_core.cli.options import add_config_options, config_from_args
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec, expand
+from tl_core.runs import FINISHED
 from tl_core.strategies import get_strategy
 
 
-def spec_from_args(args: argparse.Namespace, strategy: str) -> RunSpec:
-    """The `RunSpec` the train options describe, for `strategy`."""
+def spec_from_args(
+    args: argparse.Namespace, strategy: str, *, workspace: str = "", queue: bool = False
+) -> RunSpec:
+    """The `RunSpec` the train options describe, for `strategy`. In a `workspace`, a data
+    set name (not a path) is that workspace's data set, as on its Data page; a queued run
+    keeps its folder as an absolute path (the worker may run in another folder)."""
+    from tl_core.data.folder import looks_like_path
+    from tl_core.workspaces import dataset_name
+
     if args.weights is not None and not Path(args.weights).expanduser().is_file():
         raise LabError(f"weights file not found: {args.weights}")
-    return config_from_args(RunSpec, args, strategy=strategy)
+    data = args.data
+    if workspace and not looks_like_path(data):
+        data = dataset_name(workspace, data)
+    elif queue and looks_like_path(data):
+        data = str(Path(data).expanduser().resolve())
+    return config_from_args(RunSpec, args, strategy=strategy, data=data)
 
 
-def _run_specs(specs: list[RunSpec]) -> list[dict]:
+def _queue_args(args: argparse.Namespace) -> dict:
+    """--workspace (checked, lowercase) and --queue, as `spec_from_args` takes them."""
+    from tl_core.workspaces import check_workspace
+
+    args.workspace = check_workspace(args.workspace)
+    return {"workspace": args.workspace, "queue": args.queue}
+
+
+def summaries(store, records: list[dict]) -> list[dict]:
+    """The CLI's run rows: `run_summary`, the workspace, and the queue fields."""
+    from tl_core.jobs import run_summary
+
+    rows = [{**run_summary(r), "workspace": r.get("workspace") or ""} for r in records]
+    return queue_fields(store, rows)
+
+
+def queued_text(rows: list[dict], workspace: str) -> str:
+    where = f"workspace {workspace}" if workspace else "the default workspace"
+    return (
+        f"queued {len(rows)} run(s) in {where}; the worker trains them "
+        f"(`python -m tl_core worker`, or the app starts one)\n{queue_table(rows)}"
+    )
+
+
+def _queue_specs(args: argparse.Namespace, specs: list[RunSpec]) -> list[dict]:
+    """Record `specs` as one group for the worker, within the workspace's and the lab's
+    queue limits; their rows with queue positions."""
+    from tl_core import workspaces
+
+    store = open_store()
+    ids = workspaces.queue_runs(
+        store, specs, workspace=args.workspace, request_id=str(uuid.uuid4())
+    )
+    return summaries(store, [store.get(i) for i in ids])
+
+
+def _run_specs(args: argparse.Namespace, specs: list[RunSpec]) -> list[dict]:
     """Queue `specs` as one group and train them here, one after another."""
     from tl_core.jobs import execute_run, queue_runs, run_summary
 
     store = open_store()
-    ids = queue_runs(store, specs, request_id=str(uuid.uuid4()))
+    ids = queue_runs(store, specs, request_id=str(uuid.uuid4()), workspace=args.workspace)
     results = []
     for n, run_id in enumerate(ids, start=1):
         label = f"[{n}/{len(ids)} {specs[n - 1].strategy}] " if len(ids) > 1 else ""
@@ -57,7 +109,12 @@ def _exit_code(results: list[dict]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    results = _run_specs([spec_from_args(args, args.strategy)])
+    specs = [spec_from_args(args, args.strategy, **_queue_args(args))]
+    if args.queue:
+        rows = _queue_specs(args, specs)
+        emit(rows[0], args.json, queued_text(rows, args.workspace))
+        return 0
+    results = _run_specs(args, specs)
     emit(results[0], args.json, runs_table(results))
     return _exit_code(results)
 
@@ -70,8 +127,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     for s in strategies:
         get_strategy(s)
-    specs = expand(spec_from_args(args, strategies[0]), strategies, args.seeds)
-    results = _run_specs(specs)
+    base = spec_from_args(args, strategies[0], **_queue_args(args))
+    specs = expand(base, strategies, args.seeds)
+    if args.queue:
+        rows = _queue_specs(args, specs)
+        emit(rows, args.json, queued_text(rows, args.workspace))
+        return 0
+    results = _run_specs(args, specs)
     emit(results, args.json, runs_table(results))
     return _exit_code(results)
 
@@ -89,10 +151,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tl_core.jobs import run_summary
+    from tl_core.workspaces import check_workspace
 
-    rows = [run_summary(r) for r in open_store().list(limit=args.limit)]
-    emit(rows, args.json, runs_table(rows) if rows else "no runs yet")
+    workspace = None if args.workspace is None else check_workspace(args.workspace)
+    store = open_store()
+    records = store.list(status=args.status, workspace=workspace, limit=args.limit)
+    rows = summaries(store, records)
+    text = "\n\n".join(t for t in (runs_table(rows), queue_table(rows)) if t)
+    emit(rows, args.json, text if rows else "no runs")
     return 0
 
 
@@ -201,6 +267,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the training and run commands to the main CLI's subparsers."""
     p = _command(sub, "train", cmd_train, "train one run")
     add_config_options(p, RunSpec)
+    add_queue_flags(p)
 
     p = _command(
         sub, "compare", cmd_compare, "train several strategies on the same split, as one group"
@@ -212,6 +279,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seeds", type=positive_int, default=1, help="runs per strategy, with seeds seed..seed+N-1"
     )
+    add_queue_flags(p)
 
     _command(
         sub,
@@ -222,6 +290,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p = _command(sub, "runs", cmd_runs, "list runs, newest first")
     p.add_argument("--limit", type=positive_int, default=None)
+    p.add_argument(
+        "--status",
+        choices=("queued", "running", *FINISHED),
+        default=None,
+        help="only runs in this state",
+    )
+    p.add_argument(
+        "--workspace", default=None, metavar="NAME", help="only this workspace's runs ('' default)"
+    )
     _command(sub, "show", cmd_show, "one run in full", run_id=True)
 
     p = _command(sub, "predict", cmd_predict, "classify images with a finished run")
