@@ -175,3 +175,107 @@ def test_last_starts_per_workspace() -> None:
     first = store.claim_next()
     assert store.last_starts() == {first["workspace"]: first["started"]}
     assert json.dumps(store.last_starts())  # plain data
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def _cli(capsys, *args: str):
+    from tl_core.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1]) if "--json" in args else out
+
+
+def test_done_when_one_run_of_b_waits_behind_at_most_one_of_a(stripes, capsys) -> None:
+    """The issue's check, on a tiny generated set: 10 runs queued in `a`, then one in `b`,
+    no worker running: `runs --status queued --json` puts b's run at position 1 or 2."""
+    queued_a = _cli(
+        capsys,
+        *("compare", "--data", str(stripes), "--backbone", "efficientnet_lite0"),
+        *("--strategies", "scratch,feature_extractor", "--seeds", "5"),
+        *("--queue", "--workspace", "a", "--json"),
+    )
+    assert len(queued_a) == 10 and {r["workspace"] for r in queued_a} == {"a"}
+    assert sorted(r["position"] for r in queued_a) == list(range(1, 11))
+    assert all(r["status"] == "queued" for r in queued_a)
+    queued_b = _cli(
+        capsys,
+        *("train", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"),
+        *("--queue", "--workspace", "b", "--json"),
+    )
+    assert queued_b["workspace"] == "b" and queued_b["position"] <= 2
+    rows = _cli(capsys, "runs", "--status", "queued", "--json")
+    assert len(rows) == 11 and all(r["status"] == "queued" for r in rows)
+    (b,) = [r for r in rows if r["workspace"] == "b"]
+    assert b["run_id"] == queued_b["run_id"] and b["position"] <= 2
+    assert sorted(r["position"] for r in rows) == list(range(1, 12))
+    by_position = sorted(rows, key=lambda r: r["position"])
+    starts = [r["expected_start_s"] for r in by_position]
+    assert starts[0] == 0 and starts == sorted(starts) and starts[-1] > 0
+    assert RunStore().claim_next()["id"] == by_position[0]["run_id"]  # the worker agrees
+
+
+def test_queue_records_without_training_and_keeps_the_folder_absolute(
+    stripes, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(stripes.parent)
+    out = _cli(
+        capsys,
+        *("train", "--data", f"./{stripes.name}", "--backbone", "small_cnn"),
+        *("--strategy", "scratch", "--queue", "--workspace", "Team-A"),
+    )
+    assert "queued 1 run(s) in workspace team-a" in out and "position" in out
+    (run,) = RunStore().list()
+    assert run["status"] == "queued" and run["workspace"] == "team-a"
+    assert run["data_path"] == str(stripes.resolve()) and run["started"] is None
+
+
+def test_runs_filters_by_workspace_and_status(stripes, capsys) -> None:
+    train = ("train", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch")
+    _cli(capsys, *train, "--queue", "--workspace", "a")
+    _cli(capsys, *train, "--queue", "--workspace", "b")
+    _cli(capsys, *train, "--queue")
+    store = RunStore()
+    first = store.claim_next()
+    store.finish(first["id"], "done")
+    rows = _cli(capsys, "runs", "--workspace", "b", "--json")
+    assert [r["workspace"] for r in rows] == ["b"]
+    assert [r["workspace"] for r in _cli(capsys, "runs", "--workspace", "", "--json")] == [""]
+    done = _cli(capsys, "runs", "--status", "done", "--json")
+    assert [r["run_id"] for r in done] == [first["id"]]
+    assert done[0]["position"] is None and done[0]["expected_start_s"] is None
+    queued = _cli(capsys, "runs", "--status", "queued", "--json")
+    assert sorted(r["position"] for r in queued) == [1, 2]
+    text = _cli(capsys, "runs", "--status", "queued")
+    assert "expected start" in text and "(default)" in text
+
+
+def test_queue_flags_refuse_bad_input_with_one_line(stripes, capsys, monkeypatch) -> None:
+    from tl_core.cli import main
+
+    train = ["train", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"]
+    assert main([*train, "--queue", "--workspace", "team-"]) == 2
+    assert "invalid workspace name" in capsys.readouterr().err
+    assert main(["runs", "--status", "waiting"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "1")
+    assert main([*train, "--queue", "--workspace", "a"]) == 0
+    capsys.readouterr()
+    assert main([*train, "--queue", "--workspace", "a"]) == 2
+    assert "limit of 1" in capsys.readouterr().err
+    assert len(RunStore().list()) == 1
+
+
+def test_a_name_in_a_workspace_is_that_workspace_s_data_set(stripes, capsys) -> None:
+    from tl_core.data.sources import import_folder
+
+    import_folder(stripes, "team-a--stripes")
+    _cli(
+        capsys,
+        *("train", "--data", "stripes", "--backbone", "small_cnn", "--strategy", "scratch"),
+        *("--queue", "--workspace", "team-a"),
+    )
+    assert RunStore().list()[0]["data_path"] == "team-a--stripes"
