@@ -7,7 +7,9 @@ augmentation on, `views` augmented versions of each training image are cached, a
 draws one of them per image; the head then trains on cached tensors in milliseconds.
 
 Partial fine-tuning is the same idea one cut earlier: `split_frozen_prefix` cuts the network
-into the frozen prefix and the trainable rest, `compute_prefix_cache` runs the prefix once per
+into the frozen prefix and the trainable rest (along the layer sequence of the backbone's
+registry entry, `Backbone.layers`; an unknown backbone or a model it does not cover is an
+error, never a silent slow path), `compute_prefix_cache` runs the prefix once per
 augmented view without autograd (in eval mode, as frozen layers should be) and keeps its
 outputs in a compact dtype, and only the rest trains each epoch. Where the outputs would not
 fit in `PREFIX_CACHE_BYTES`, fewer views are cached; where not even one fits, the prefix runs
