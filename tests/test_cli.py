@@ -230,3 +230,21 @@ def test_a_new_config_field_is_a_new_flag(capsys) -> None:
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
         assert message in capsys.readouterr().err
+
+
+def test_progress_bars_take_the_one_progress_event(capsys) -> None:
+    from tl_core.cli.common import Bars
+    from tl_core.progress import EpochStats, Progress
+
+    bars = Bars("[1/2] ")
+    bars.progress(Progress("decode", 3, 10, "decoding images"))
+    assert bars.key == ("status", "decoding images")
+    bars.progress(Progress("train", 1, 2, "training", epoch=1, epochs=2, loss=0.5, acc=0.5))
+    assert bars.key == ("epoch", 1)
+    stats = EpochStats(1, 0.5, 0.75, 0.4, 0.8, 1.0, 0.01)
+    bars.progress(Progress("train", 2, 2, "training", 1, 2, 0.5, 0.75, stats))
+    assert bars.bar is None  # the epoch's bar closes when its line is printed
+    err = capsys.readouterr().err
+    assert (
+        "[1/2] epoch 1/2: train_loss 0.5000 train_acc 0.7500 val_loss 0.4000 val_acc 0.8000" in err
+    )

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 
 from tl_core.fmt import percent
+from tl_core.progress import Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -167,7 +168,11 @@ class Bars:
             bar.total = total
         bar.update(done - bar.n)
 
-    def progress(self, p) -> None:
+    def progress(self, p: Progress) -> None:
+        """The library's one progress callback: a bar per one-off step and per epoch."""
+        if p.stage != "train":
+            self.status(p.message or p.stage, p.done, p.total)
+            return
         bar = self._bar(("epoch", p.epoch), p.batches, f"epoch {p.epoch}/{p.epochs}")
         bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.acc:.3f}", refresh=False)
         bar.update(p.batch - bar.n)

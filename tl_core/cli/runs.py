@@ -94,9 +94,7 @@ def _run_specs(args: argparse.Namespace, specs: list[RunSpec]) -> list[dict]:
         label = f"[{n}/{len(ids)} {specs[n - 1].strategy}] " if len(ids) > 1 else ""
         with bars_on_stderr(label) as bars:
             try:
-                record = execute_run(
-                    store, run_id, on_progress=bars.progress, on_status=bars.status
-                )
+                record = execute_run(store, run_id, on_progress=bars.progress)
             except KeyboardInterrupt:
                 store.finish(run_id, "cancelled", error="interrupted from the keyboard")
                 raise
@@ -142,9 +140,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from tl_core.jobs import resume_run, run_summary
 
     with bars_on_stderr() as bars:
-        record = resume_run(
-            open_store(), args.run_id, on_progress=bars.progress, on_status=bars.status
-        )
+        record = resume_run(open_store(), args.run_id, on_progress=bars.progress)
     result = run_summary(record)
     emit(result, args.json, runs_table([result]))
     return _exit_code([result])
