@@ -12,10 +12,10 @@ from tl_core import charts, consent, groups, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
 from tl_core.errors import LabError
 from tl_core.fmt import format_duration
-from tl_core.jobs import RunSpec, expand
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
 from tl_core.runs import RunStore
 from tl_core.schedule import estimate_seconds, progress_fraction, queue_view
+from tl_core.spec import RunSpec, expand
 from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
 from tl_core.worker import ensure_worker, worker_status

@@ -267,7 +267,7 @@ def _bench_reference(config: BenchConfig, split, seed: int, weights, device, log
 
 
 def _bench_lab(config: BenchConfig, seed: int, weights, log) -> dict:
-    from tl_core.jobs import RunSpec
+    from tl_core.spec import RunSpec
     from tl_core.train import TrainConfig
 
     spec = RunSpec(
@@ -422,7 +422,7 @@ def make_scaled_dataset(source: str | Path, size: int, dest: Path, *, seed: int 
 
 def run_bench_scale(config: ScaleConfig, log: Log | None = None) -> list[dict]:
     """One row per (size, strategy): the lab's one-off and per-epoch costs on scaled data."""
-    from tl_core.jobs import RunSpec
+    from tl_core.spec import RunSpec
     from tl_core.train import TrainConfig, configure_threads
 
     configure_threads()

@@ -111,10 +111,10 @@ def image_counts(spec) -> tuple[int, int]:
 
 
 def _run_estimate(run: dict, store) -> float | None:
-    from tl_core.jobs import RunSpec
+    from tl_core.spec import RunSpec
 
     try:
-        spec = RunSpec.from_dict(run["config"])
+        spec = RunSpec.from_dict(run["config"], trusted=True)  # validated when queued
         if run.get("num_train"):
             counts = run["num_train"], run.get("num_val") or 0
         else:

@@ -8,8 +8,8 @@ import sys
 from tl_core.cli.common import add_json_flag, bars_on_stderr, emit
 from tl_core.cli.options import add_config_options, config_from_args
 from tl_core.cli.runs import spec_from_args
-from tl_core.jobs import RunSpec
 from tl_core.lr_find import LRFindConfig, find_lr
+from tl_core.spec import RunSpec
 
 
 def lr_find_text(result: dict) -> str:

@@ -23,8 +23,8 @@ from tl_core.cli.common import (
 )
 from tl_core.cli.options import add_config_options, config_from_args
 from tl_core.errors import LabError
-from tl_core.jobs import RunSpec, expand
 from tl_core.runs import FINISHED
+from tl_core.spec import RunSpec, expand
 from tl_core.strategies import get_strategy
 
 
