@@ -12,7 +12,7 @@ import streamlit as st
 
 from tl_core import machine, workspaces
 from tl_core.errors import LabError
-from tl_core.presets import PRESETS, queue_preset
+from tl_core.recipes import CLASSROOM, queue_recipe
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
@@ -79,14 +79,14 @@ def home() -> None:
         st.write("Accuracy and loss per epoch, time, confusion matrix, mistakes.")
         st.page_link("pages/results.py", label="Results", icon=":material/monitoring:")
 
-    preset = PRESETS["classroom_quick"]
-    st.info(f"**{preset.title}** — {preset.idea}", icon=":material/bolt:")
+    lesson = CLASSROOM["classroom_quick"]
+    st.info(f"**{lesson.title}** — {lesson.description}", icon=":material/bolt:")
     if st.button("Run the classroom quick comparison", key="classroom_quick", type="primary"):
         try:
             request_id = workspaces.click_request_id(
-                st.session_state, "home_last_click", preset.key
+                st.session_state, "home_last_click", lesson.name
             )
-            queue_preset(RunStore(), preset.key, workspace=ws, request_id=request_id)
+            queue_recipe(RunStore(), lesson.name, workspace=ws, request_id=request_id)
         except LabError as exc:
             st.error(str(exc))
         else:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from tl_core import charts, consent
 from tl_core.errors import LabError
-from tl_core.presets import PRESETS, preset_data, queue_preset
+from tl_core.recipes import CLASSROOM, plan, prepare_data, queue_recipe
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
@@ -77,7 +77,7 @@ consistent directions (0.9 is the classic value).""",
 ]
 
 st.title("Learn")
-for n, (title, text, preset_key, strategies) in enumerate(IDEAS):
+for n, (title, text, lesson_name, strategies) in enumerate(IDEAS):
     st.header(title)
     st.markdown(text)
     if strategies:
@@ -86,14 +86,19 @@ for n, (title, text, preset_key, strategies) in enumerate(IDEAS):
             col.plotly_chart(
                 charts.strategy_diagram("resnet18", strategy, 2), key=f"learn_{n}_{strategy}"
             )
-    preset = PRESETS[preset_key]
-    st.caption(f"Experiment: {preset.idea}")
-    clicked = st.button(f"Run it: {preset.title}", key=f"learn_run_{preset_key}")
-    total = lambda p=preset: consent.total_estimate(p.specs(preset_data(ws)), RunStore())  # noqa: E731
-    if consent.confirmed(f"learn_run_{preset_key}", clicked, len(preset.variants), total):
+    lesson = CLASSROOM[lesson_name]
+    st.caption(f"Experiment: {lesson.description}")
+    clicked = st.button(f"Run it: {lesson.title}", key=f"learn_run_{lesson_name}")
+    lesson_plan = plan(lesson_name, workspace=ws)
+
+    def total(p=lesson_plan) -> float | None:
+        prepare_data(p)  # the workspace's shapes set (built once), to count its images
+        return consent.total_estimate(p.specs, RunStore())
+
+    if consent.confirmed(f"learn_run_{lesson_name}", clicked, len(lesson_plan.specs), total):
         try:
-            queue_preset(
-                RunStore(), preset_key, workspace=ws, request_id=st.session_state["learn_request"]
+            queue_recipe(
+                RunStore(), lesson_name, workspace=ws, request_id=st.session_state["learn_request"]
             )
         except LabError as exc:
             st.error(str(exc))

@@ -8,7 +8,7 @@ from tl_core import charts, recipes, report
 from tl_core.errors import LabError
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
 from tl_core.jobs import queue_resume, resumable
-from tl_core.recipes_charts import recipe_figures
+from tl_core.recipes.charts import recipe_figures
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 

@@ -3,11 +3,14 @@ the estimated total time), and a comparison's queued runs cancel with one button
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import test_app_experiments
 from app_fixtures import app_at, small_specs
 
 from tl_core.jobs import queue_runs
-from tl_core.presets import PRESETS, Preset, Variant
+from tl_core.recipes import CLASSROOM
+from tl_core.recipes.classroom import HEAD, lesson_stages
 from tl_core.runs import RunStore
 
 # The Experiments page's fixtures: no background worker (autouse), the stripes set imported.
@@ -56,13 +59,14 @@ def test_8_runs_queue_at_once(stripes_set):
 
 
 def test_a_learn_experiment_of_more_than_8_runs_asks_first(monkeypatch):
-    big = Preset(
-        "momentum",
-        "Nine momenta",
-        "Many runs of one head.",
-        tuple(Variant(f"m{k}", "feature_extractor", epochs=1, momentum=k / 10) for k in range(9)),
-    )
-    monkeypatch.setitem(PRESETS, "momentum", big)
+    def nine_momenta(ctx):
+        train = [replace(HEAD, epochs=1, momentum=k / 10) for k in range(9)]
+        return lesson_stages(
+            ctx, *((f"m{k}", "feature_extractor", {"train": t}) for k, t in enumerate(train))
+        )
+
+    big = replace(CLASSROOM["momentum"], title="Nine momenta", planner=nine_momenta)
+    monkeypatch.setitem(CLASSROOM, "momentum", big)
     at = app_at("pages/learn.py")
     at.button(key="learn_run_momentum").click().run()
     assert not at.exception

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from app_fixtures import app_at
 
-from tl_core.presets import PRESETS
 from tl_core.runs import RunStore
 
 
@@ -34,6 +33,11 @@ def test_one_click_experiment_queues_its_runs():
     assert not at.exception
     queued = RunStore().queue()
     assert [r["name"] for r in queued] == [
-        f"{PRESETS['momentum'].title}: {v.name}" for v in PRESETS["momentum"].variants
+        f"SGD, mini-batches and momentum: {v}"
+        for v in ("momentum 0", "momentum 0.9", "momentum 0.9, batch 4")
     ]
     assert [r["config"]["train"]["momentum"] for r in queued] == [0.0, 0.9, 0.9]
+    assert [r["config"]["train"]["batch_size"] for r in queued] == [16, 16, 4]
+    assert {r["data_path"] for r in queued} == {"shapes"} and {r["recipe"] for r in queued} == {
+        None
+    }

@@ -1,4 +1,4 @@
-"""Cancelling a group as a whole: a comparison, a recipe launch (stages not queued yet
+"""Cancelling a group as a whole: a comparison, a recipe launch (its waiting stages
 included), several run ids at once; through the library and `python -m tl_core cancel`."""
 
 from __future__ import annotations
@@ -57,15 +57,14 @@ def test_cancel_group_stops_one_comparison_and_no_other(stripes):
 def test_cancel_group_stops_a_recipe_launch_and_its_later_stages(stripes):
     store = RunStore()
     launch = recipes.start_recipe(store, two_stage_plan(stripes), launch_id="rtwo")
-    first = recipes.load_launch(launch)["stages"][0]
+    first, second = recipes.launch_status(store, launch).run_ids
     assert groups.group_key(store.get(first[0])) == launch
-    # The stage's own group id stands for the whole launch.
+    # The stage's own group id stands for the whole launch, the waiting stage included.
     rows = groups.cancel_group(store, store.get(first[0])["group_id"])
-    assert [r["run_id"] for r in rows] == first
-    assert statuses(store, first) == ["cancelled", "cancelled"]
-    status = recipes.advance_recipe(store, launch)  # the stage has finished (cancelled)
-    assert status.status == "cancelled" and len(status.run_ids) == 1
-    assert len(store.list()) == 2  # the second stage was never queued
+    assert [r["run_id"] for r in rows] == first + second
+    assert statuses(store, first + second) == ["cancelled"] * 4
+    assert recipes.launch_status(store, launch).status == "cancelled"
+    assert store.claim_next() is None
 
 
 def test_cancel_runs_checks_every_id_first(stripes):
@@ -93,7 +92,7 @@ def test_cancel_command_takes_several_ids_or_a_group(stripes, capsys):
     launch = recipes.start_recipe(store, two_stage_plan(stripes), launch_id="rcli")
     assert main(["cancel", "--group", launch, "--json"]) == 0
     assert {r["status"] for r in last_json(capsys.readouterr().out)} == {"cancelled"}
-    assert recipes.advance_recipe(store, launch).status == "cancelled"
+    assert recipes.launch_status(store, launch).status == "cancelled"
 
 
 @pytest.mark.parametrize(

@@ -12,19 +12,19 @@ import pytest
 
 from tl_core import recipes
 from tl_core.cli import main
+from tl_core.data.builtin import CLASS_SPLITS
 from tl_core.errors import LabError
 from tl_core.recipes import (
     RECIPES,
     Plan,
     Stage,
-    advance_recipe,
     bind_stage,
     get_recipe,
-    list_launches,
+    launch_status,
     plan,
     recipe_results,
 )
-from tl_core.recipes_charts import efficiency_figure, recipe_figures
+from tl_core.recipes.charts import efficiency_figure, recipe_figures
 from tl_core.runs import RunStore
 
 
@@ -90,8 +90,9 @@ def test_ab_recipes_train_source_a_then_transfer_to_b(name: str) -> None:
     p = plan(name)
     builtin = "cifar10" if name == "cifar10-ab" else "fashion_mnist"
     split = p.prepare[-1]
-    assert split.builtin == builtin and split.target_classes == (
-        (0, 7) if builtin == "cifar10" else (0, 6)
+    assert split.builtin == builtin and split.target_classes == CLASS_SPLITS[builtin]
+    assert CLASS_SPLITS[builtin] == (
+        ("airplane", "horse") if builtin == "cifar10" else ("T-shirt_top", "Shirt")
     )
     source_stage, target_stage = p.stages
     (a,) = source_stage.specs
@@ -108,9 +109,9 @@ def test_ab_recipes_train_source_a_then_transfer_to_b(name: str) -> None:
     ]
     for spec in target_stage.specs:
         assert spec.data == f"{builtin}-B" and spec.per_class == 100 and spec.recipe == name
-    bound = bind_stage(target_stage, [["A_RUN"]])
-    assert [s.init_from for s in bound] == [None, "A_RUN", "A_RUN"]
-    with pytest.raises(LabError, match="stage 0 has not run"):
+    bound = bind_stage(target_stage, ["GROUP_A"])  # the run is found when B is claimed
+    assert [s.init_from for s in bound] == [None, "@GROUP_A", "@GROUP_A"]
+    with pytest.raises(LabError, match="stage 0 is not queued"):
         bind_stage(target_stage, [])
 
 
@@ -190,7 +191,7 @@ def test_dry_run_shows_the_plan_and_trains_nothing(capsys: pytest.CaptureFixture
     assert main(["recipe", "cifar10-ab", "--offline", "--dry-run", "--json"]) == 0
     out = last_json(capsys.readouterr().out)
     assert out["offline"] and out["notes"] and len(out["stages"]) == 2
-    assert not list_launches()
+    assert RunStore().list() == []
 
 
 def write_fake_fashion_mnist(folder: Path, train: int = 12, val: int = 6) -> Path:
@@ -235,11 +236,13 @@ def test_fashion_ab_end_to_end_on_a_tiny_fake_set(
     assert "[4/4 B: from A, both FC layers (K=2)]" in captured.err
 
     store = RunStore()
-    status = advance_recipe(store, res["launch_id"])  # finished: queues nothing more
+    status = launch_status(store, res["launch_id"])
     assert (status.status, status.stage, status.stages) == ("done", 1, 2)
-    assert len(store.list()) == 4 and [x["launch_id"] for x in list_launches()] == [
-        res["launch_id"]
-    ]
+    launch = res["launch_id"]
+    assert len(store.list()) == 4 and {r["group_id"] for r in store.list()} == {
+        f"{launch}-s0",
+        f"{launch}-s1",
+    }
     again = recipe_results(store, run_ids=[r["run_id"] for r in res["runs"]])
     assert [s["label"] for s in again["summary"]] == [s["label"] for s in res["summary"]]
 
@@ -256,7 +259,8 @@ def test_fashion_ab_end_to_end_on_a_tiny_fake_set(
 
 @pytest.mark.slow
 def test_stages_wait_for_their_source_run(tmp_path: Path, monkeypatch) -> None:
-    """The app's path: start queues stage 0; advance queues B only once A is done."""
+    """The app's path: start queues every stage; B is claimed only once A is done, and
+    starts from A's run."""
     from tl_core.jobs import execute_run
 
     fake = write_fake_fashion_mnist(tmp_path / "fashion", train=6, val=3)
@@ -266,12 +270,16 @@ def test_stages_wait_for_their_source_run(tmp_path: Path, monkeypatch) -> None:
     store = RunStore()
     launch = recipes.start_recipe(store, p, launch_id="rtest")
     assert recipes.start_recipe(store, p, launch_id="rtest") == launch  # idempotent
-    status = advance_recipe(store, launch)
-    assert (status.status, status.stage, len(store.list())) == ("running", 0, 1)
-    execute_run(store, status.run_ids[0][0])
-    status = advance_recipe(store, launch)
-    assert status.stage == 1 and len(status.run_ids[1]) == 3
-    assert advance_recipe(store, launch).run_ids == status.run_ids  # nothing queued twice
+    status = launch_status(store, launch)
+    assert (status.status, status.stage, len(store.list())) == ("running", 0, 4)
+    a = store.claim_next()
+    assert a["id"] == status.run_ids[0][0]
+    assert store.claim_next() is None  # B waits while A runs
+    execute_run(store, a["id"])
+    claimed = [store.claim_next() for _ in range(3)]
+    assert [r["id"] for r in claimed] == status.run_ids[1]
+    assert [r["config"]["init_from"] for r in claimed] == [None, a["id"], a["id"]]
+    assert launch_status(store, launch).stage == 1
     partial = recipe_results(store, launch)
     assert partial["status"] == "running" and partial["runs"][0]["status"] == "done"
 

@@ -99,6 +99,7 @@ def test_ensure_worker_starts_one_detached_worker_that_trains(stripes, lab_home,
         assert status["running"] is True and status["pid"] == pid and status["age"] < 60
         wait_for(lambda: store.get(run_id)["status"] == "done", 120)
         wait_for(lambda: not worker.worker_running(lab_home), 30)  # idle exit
+        assert worker.worker_status(lab_home) == {"running": False}
     finally:
         if worker.worker_running(lab_home):  # still ours: the lock is held while it lives
             os.kill(pid, signal.SIGKILL)

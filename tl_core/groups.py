@@ -1,10 +1,10 @@
 """Groups of runs, cancelled as a whole.
 
 A group is what one click queued: a comparison (the runs of one Start, one `group_id` in the
-run store) or a recipe launch (one run-store group per stage, under one launch id, whose
-later stages queue themselves). `cancel_group` stops every queued or running run of either
-and, for a recipe, the stages not queued yet; `python -m tl_core cancel --group GROUP_ID`
-and the Experiments page's "Cancel all" button call it.
+run store) or a recipe launch (one run-store group per stage, `LAUNCH-sN`, all queued at
+once, each stage waiting for the one before). `cancel_group` stops every queued or running
+run of either; `python -m tl_core cancel --group GROUP_ID` and the Experiments page's
+"Cancel all" button call it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def group_key(run: dict) -> str:
     return recipe_launch(run) or run["group_id"]
 
 
-def _launch_or_none(launch_id: str) -> dict | None:
+def _launch_or_none(store: RunStore, launch_id: str) -> list[dict] | None:
     from tl_core import recipes
 
     try:
-        return recipes.load_launch(launch_id)
+        return [run for stage in recipes.launch_runs(store, launch_id) for run in stage]
     except LabError:
         return None
 
@@ -46,13 +46,13 @@ def group_runs(store: RunStore, group_id: str) -> tuple[list[dict], str | None]:
     """
     runs = sorted(store.list(group_id=group_id), key=lambda r: (r["created"], r["slot"]))
     launch_id = recipe_launch(runs[0]) if runs else group_id
-    launch = _launch_or_none(launch_id) if launch_id else None
+    launch = _launch_or_none(store, launch_id) if launch_id else None
     if launch is not None:
-        runs = [store.get(run_id) for stage in launch["stages"] for run_id in stage]
+        runs = launch
     elif not runs:
         raise LabError(
             f"no group or recipe launch {group_id!r}: `python -m tl_core runs --json` shows "
-            "each run's group_id, `python -m tl_core recipe --launches` the launch ids"
+            "each run's group_id (a recipe launch id is a stage's group_id without its -sN)"
         )
     return runs, launch_id if launch is not None else None
 
@@ -66,20 +66,10 @@ def cancel_runs(store: RunStore, run_ids: Sequence[str]) -> list[dict]:
 
 
 def cancel_group(store: RunStore, group_id: str) -> list[dict]:
-    """Cancel every queued or running run of a comparison or recipe launch (and a recipe's
-    stages not queued yet). Returns a `{"run_id", "status"}` row for each run it asked."""
-    runs, launch_id = group_runs(store, group_id)
-    if launch_id is None:
-        return cancel_runs(store, [r["id"] for r in runs if r["status"] not in FINISHED])
-    from tl_core import recipes
-
-    rows: dict[str, dict] = {}
-    for _ in range(2):  # again, in case the worker queued a stage while the launch was marked
-        recipes.cancel_launch(launch_id)
-        runs, _ = group_runs(store, launch_id)
-        active = [r["id"] for r in runs if r["status"] not in FINISHED and r["id"] not in rows]
-        rows.update((row["run_id"], row) for row in cancel_runs(store, active))
-    return list(rows.values())
+    """Cancel every queued or running run of a comparison or recipe launch (every stage of
+    a recipe). Returns a `{"run_id", "status"}` row for each run it asked."""
+    runs, _ = group_runs(store, group_id)
+    return cancel_runs(store, [r["id"] for r in runs if r["status"] not in FINISHED])
 
 
 def active_groups(runs: Sequence[dict]) -> dict[str, list[dict]]:

@@ -19,7 +19,7 @@ from tl_core.run import (  # noqa: F401 - re-exported
     execute_run,
     init_state,
 )
-from tl_core.runs import NewRun, RunStore
+from tl_core.runs import GROUP_REF, NewRun, RunStore
 from tl_core.spec import RunSpec, expand  # noqa: F401 - re-exported
 
 
@@ -29,12 +29,16 @@ def queue_runs(
     *,
     request_id: str | None = None,
     workspace: str = "",
+    group_id: str | None = None,
+    depends_on: str | None = None,
 ) -> list[str]:
     """Validate and record runs as one group (one comparison); returns their ids.
 
     Each spec is validated once, each distinct data set and split is scanned once (its
     content is not hashed here: the run does that when it starts), and a starting run is
-    checked to be finished and of the same backbone.
+    checked to be finished and of the same backbone. With `depends_on` (a group id) the runs
+    wait for that group (`tl_core.run_deps`); an `init_from` of "@GROUP" is then checked when
+    the run is claimed, not now.
     """
     scanned: set[tuple] = set()
     for spec in specs:
@@ -49,7 +53,7 @@ def queue_runs(
                 hash_content=False,
             )
             scanned.add(key)
-        if spec.init_from:
+        if spec.init_from and not spec.init_from.startswith(GROUP_REF):
             init_state(store, spec)
     return store.create_group(
         [
@@ -66,6 +70,8 @@ def queue_runs(
             for spec in specs
         ],
         request_id=request_id,
+        group_id=group_id,
+        depends_on=depends_on,
     )
 
 

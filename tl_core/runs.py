@@ -20,15 +20,17 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tl_core import paths, persist
+from tl_core.atomic import atomic_torch_save, atomic_write_bytes  # noqa: F401 - re-exported
 from tl_core.errors import LabError, as_lab_error
+from tl_core.run_deps import GROUP_REF, fail_broken_dependents, resolve_group_ref  # noqa: F401
+from tl_core.store_repair import check_store, move_store_aside, store_error  # noqa: F401
 
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 
 MIGRATIONS: list[str] = [
@@ -90,6 +92,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, epoch)
     );
     """,
+    # version 2: a group may wait for another (a recipe's later stage for the one before)
+    "ALTER TABLE runs ADD COLUMN depends_on TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 JSON_FIELDS = ("classes", "config", "versions")
@@ -156,7 +160,7 @@ class RunStore:
         try:
             conn = self._open()
         except sqlite3.DatabaseError as exc:
-            raise self._store_error(exc) from exc
+            raise store_error(self.db_path, exc) from exc
         try:
             if write:
                 conn.execute("BEGIN IMMEDIATE")
@@ -169,26 +173,9 @@ class RunStore:
             else:
                 yield conn
         except sqlite3.DatabaseError as exc:
-            raise self._store_error(exc) from exc
+            raise store_error(self.db_path, exc) from exc
         finally:
             conn.close()
-
-    def _store_error(self, exc: sqlite3.DatabaseError) -> Exception:
-        """A message for what the user can act on; programming errors stay as they are."""
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            return LabError("the run store is busy; try again in a moment")
-        if any(
-            k in text
-            for k in ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
-        ):
-            return LabError(
-                f"cannot write the run store {self.db_path} ({exc}); free some space or make the "
-                "folder writable, or set TL_LAB_HOME to another folder. Nothing saved was changed"
-            )
-        if isinstance(exc, sqlite3.OperationalError) and "no such" in text:
-            return exc
-        return LabError(damaged_message(self.db_path, exc))
 
     def _init_db(self) -> None:
         with self._conn() as conn:
@@ -221,12 +208,18 @@ class RunStore:
     # ------------------------------------------------------------------ creating
 
     def create_group(
-        self, runs: Sequence[NewRun], *, request_id: str | None = None, group_id: str | None = None
+        self,
+        runs: Sequence[NewRun],
+        *,
+        request_id: str | None = None,
+        group_id: str | None = None,
+        depends_on: str | None = None,
     ) -> list[str]:
         """Queue runs that belong together (one comparison); returns their ids.
 
         With a `request_id` (one per click on Start), asking twice returns the runs of the
-        first request instead of queueing a second set.
+        first request instead of queueing a second set. With `depends_on` (a group id), the
+        runs wait until every run of that group is done (see `claim_next`).
         """
         if not runs:
             raise LabError("nothing to run: choose at least one strategy")
@@ -245,8 +238,8 @@ class RunStore:
                 run_id = new_run_id()
                 conn.execute(
                     """INSERT INTO runs (id, name, created, group_id, request_id, slot, seed, recipe,
-                       workspace, data_path, backbone, strategy, config, status, epochs_total, versions)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)""",
+                       workspace, data_path, backbone, strategy, config, status, epochs_total, versions,
+                       depends_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
                     (
                         run_id,
                         run.name,
@@ -263,6 +256,7 @@ class RunStore:
                         json.dumps(run.config),
                         int(run.config.get("train", {}).get("epochs", 0)),
                         versions,
+                        depends_on,
                     ),
                 )
                 ids.append(run_id)
@@ -351,27 +345,37 @@ class RunStore:
             conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
     def claim_next(
-        self, worker_pid: int | None = None, workspace: str | None = None
+        self,
+        worker_pid: int | None = None,
+        workspace: str | None = None,
+        groups: Sequence[str] | None = None,
     ) -> dict | None:
-        """Atomically mark the next queued run as running and return it: round-robin across
-        workspaces, first in, first out within one (`schedule.fair_order`)."""
+        """Atomically mark the next queued run (`schedule.fair_order`; of `groups` if given) whose
+        dependency group is all done as running, and return it. Runs whose dependency group
+        has a failed or cancelled run are failed first, with the reason (`run_deps`)."""
         from tl_core.schedule import fair_order
 
         now = time.time()
         with self._conn(write=True) as conn:
+            fail_broken_dependents(conn, now)
             sql = (
-                "SELECT id, workspace, created, slot, group_id FROM runs "
-                "WHERE status = 'queued' AND cancel_requested = 0"
+                "SELECT id, workspace, created, slot, group_id, depends_on, config FROM runs r "
+                "WHERE status = 'queued' AND cancel_requested = 0 AND NOT EXISTS (SELECT 1 "
+                "FROM runs d WHERE d.group_id = r.depends_on AND d.status != 'done')"
             )
             args: list = []
             if workspace is not None:
                 sql += " AND workspace = ?"
                 args.append(workspace)
+            if groups is not None:
+                sql += f" AND group_id IN ({', '.join('?' * len(groups))})"
+                args.extend(groups)
             rows = [dict(r) for r in conn.execute(sql, args).fetchall()]
             order = fair_order(rows, self._last_starts(conn))
             if not order:
                 return None
             run_id = order[0]["id"]
+            resolve_group_ref(conn, order[0])
             conn.execute(
                 "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker_pid = ? WHERE id = ?",
                 (now, now, worker_pid or os.getpid(), run_id),
@@ -494,68 +498,3 @@ class RunStore:
         if not path.is_file():
             raise LabError(f"run {run_id} has no {name} (did it finish?)")
         return json.loads(path.read_text())
-
-
-def damaged_message(db_path: Path, exc: Exception) -> str:
-    return (
-        f"the run store {db_path} is damaged or unreadable ({exc}). Nothing was changed. "
-        "To keep the damaged file aside and start a new store, run `python -m tl_core store reset` "
-        "(run folders with their weights are kept)"
-    )
-
-
-def check_store(home: str | Path | None = None) -> str:
-    """'ok', or what SQLite's integrity check found wrong with the store file."""
-    home = Path(home) if home is not None else paths.lab_home()
-    db_path = home / "runs.sqlite"
-    if not db_path.exists():
-        return "ok"
-    try:
-        with closing(sqlite3.connect(db_path, timeout=30)) as conn:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    found = "; ".join(str(r[0]) for r in rows)
-    return "ok" if found == "ok" else found
-
-
-def move_store_aside(home: str | Path | None = None) -> Path | None:
-    """Rename runs.sqlite (and its WAL files) to `runs.sqlite.damaged-TIME`; returns the new name.
-
-    The next `RunStore()` then starts an empty store. The old file is kept for recovery.
-    """
-    home = Path(home) if home is not None else paths.lab_home()
-    db_path = home / "runs.sqlite"
-    if not db_path.exists():
-        return None
-    kept = db_path.with_name(f"runs.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(f"{db_path}{suffix}")
-        if src.exists():
-            os.replace(src, Path(f"{kept}{suffix}"))
-    return kept
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())

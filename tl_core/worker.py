@@ -280,27 +280,6 @@ class _Heartbeat:
         self.path.unlink(missing_ok=True)
 
 
-def advance_recipes(store) -> bool:
-    """Queue the next stage of recipe launches whose current stage has finished, so that
-    a multi-stage recipe goes on with no page open. Returns whether anything was queued."""
-    try:
-        from tl_core import recipes
-    except ModuleNotFoundError:
-        return False
-    queued = False
-    for launch in recipes.list_launches():
-        stages = launch.get("stages") or []
-        if len(stages) >= len(launch.get("plan", {}).get("stages", [])):
-            continue  # every stage queued already
-        try:
-            status = recipes.advance_recipe(store, launch["launch_id"])
-        except LabError as exc:
-            _log(f"recipe {launch.get('launch_id')}: {exc}")
-            continue
-        queued = queued or len(status.run_ids) > len(stages)
-    return queued
-
-
 def _on_signal(signum, _frame) -> None:
     raise Stopped(signal.Signals(signum).name)
 
@@ -343,8 +322,6 @@ def run_worker(
             for run_id in fail_orphans(store, stale_after):
                 _log(f"run {run_id}: marked failed (its worker stopped)")
             run = store.claim_next(os.getpid())
-            if run is None and advance_recipes(store):
-                continue
             if run is None:
                 if once or time.monotonic() - idle_since > idle_exit:
                     break

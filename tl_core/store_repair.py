@@ -1,0 +1,70 @@
+"""What a run store error means for the user, checking the store file, and moving a damaged
+one aside (`python -m tl_core store`)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+from tl_core import paths
+from tl_core.errors import LabError
+
+
+def damaged_message(db_path: Path, exc: Exception) -> str:
+    return (
+        f"the run store {db_path} is damaged or unreadable ({exc}). Nothing was changed. "
+        "To keep the damaged file aside and start a new store, run `python -m tl_core store reset` "
+        "(run folders with their weights are kept)"
+    )
+
+
+def check_store(home: str | Path | None = None) -> str:
+    """'ok', or what SQLite's integrity check found wrong with the store file."""
+    home = Path(home) if home is not None else paths.lab_home()
+    db_path = home / "runs.sqlite"
+    if not db_path.exists():
+        return "ok"
+    try:
+        with closing(sqlite3.connect(db_path, timeout=30)) as conn:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    found = "; ".join(str(r[0]) for r in rows)
+    return "ok" if found == "ok" else found
+
+
+def move_store_aside(home: str | Path | None = None) -> Path | None:
+    """Rename runs.sqlite (and its WAL files) to `runs.sqlite.damaged-TIME`; returns the new name.
+
+    The next `RunStore()` then starts an empty store. The old file is kept for recovery.
+    """
+    home = Path(home) if home is not None else paths.lab_home()
+    db_path = home / "runs.sqlite"
+    if not db_path.exists():
+        return None
+    kept = db_path.with_name(f"runs.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{db_path}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{kept}{suffix}"))
+    return kept
+
+
+def store_error(db_path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """The run store's error as a message the user can act on; programming errors stay."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return LabError("the run store is busy; try again in a moment")
+    if any(
+        k in text for k in ("readonly", "read-only", "disk is full", "unable to open", "disk i/o")
+    ):
+        return LabError(
+            f"cannot write the run store {db_path} ({exc}); free some space or make the "
+            "folder writable, or set TL_LAB_HOME to another folder. Nothing saved was changed"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "no such" in text:
+        return exc
+    return LabError(damaged_message(db_path, exc))
