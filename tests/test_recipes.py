@@ -329,3 +329,100 @@ def test_plan_stages_are_plain_runspecs() -> None:
     p = plan("fashion-ab")
     assert all(isinstance(s, Stage) for s in p.stages)
     assert all(type(spec).__name__ == "RunSpec" for spec in p.specs)
+
+
+# ---------------------------------------------------------------------------- the package
+
+
+def test_classroom_lessons_are_recipes_on_the_workspace_shapes_set(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert list(recipes.CLASSROOM) == [
+        "classroom_quick",
+        "strategies",
+        "small_data",
+        "augmentation",
+        "momentum",
+    ]
+    assert not set(recipes.CLASSROOM) & set(RECIPES)
+    p = plan("momentum", workspace="team-a")
+    assert [d.name for d in p.prepare] == ["team-a--shapes"] and p.prepare[0].per_class == 10
+    assert [s.name for s in p.specs] == [
+        "SGD, mini-batches and momentum: momentum 0",
+        "SGD, mini-batches and momentum: momentum 0.9",
+        "SGD, mini-batches and momentum: momentum 0.9, batch 4",
+    ]
+    assert [(s.train.momentum, s.train.batch_size) for s in p.specs] == [
+        (0.0, 16),
+        (0.9, 16),
+        (0.9, 4),
+    ]
+    assert {(s.data, s.backbone, s.augment, s.recipe) for s in p.specs} == {
+        ("team-a--shapes", "efficientnet_lite0", "none", None)
+    }
+    small = plan("small_data").specs
+    assert [(s.strategy, s.per_class, s.train.epochs) for s in small] == [
+        ("scratch", 5, 3),
+        ("feature_extractor", 5, 8),
+    ]
+    with pytest.raises(LabError, match="drop --data"):
+        plan("augmentation", data="somewhere")
+    assert main(["recipe", "strategies", "--dry-run", "--json"]) == 0
+    out = last_json(capsys.readouterr().out)
+    assert [s["strategy"] for s in out["stages"][0]["specs"]] == [
+        "feature_extractor",
+        "partial_finetune",
+        "full_finetune",
+    ]
+
+
+def test_offline_substitution_reads_the_backbone_registry(monkeypatch, stripes: Path) -> None:
+    from dataclasses import replace
+
+    from tl_core.models import BACKBONES
+
+    ctx = recipes.Context(get_recipe("ants-bees"), None, offline=True)
+    assert [ctx.backbone(n) for n in ("resnet18", "vgg16", "efficientnet_lite0", "small_cnn")] == [
+        "efficientnet_lite0",
+        "efficientnet_lite0",
+        "efficientnet_lite0",
+        "small_cnn",
+    ]
+    assert len(ctx.notes) == 2
+    # A backbone whose weights ship with the lab stays, offline too.
+    packaged = replace(BACKBONES["vgg16"], packaged_weights=lambda: "vgg16.pth")
+    monkeypatch.setitem(BACKBONES, "vgg16", packaged)
+    p = plan("vgg16-features", str(stripes), offline=True)
+    assert p.specs[0].backbone == "vgg16" and not p.notes
+
+
+def test_seeds_follow_the_one_seed_rule(stripes: Path) -> None:
+    p = plan("ants-bees", str(stripes), seeds=2)
+    assert [(s.strategy, s.train.seed, s.split_seed) for s in p.specs] == [
+        ("feature_extractor", 0, 0),
+        ("feature_extractor", 1, 0),
+        ("full_finetune", 0, 0),
+        ("full_finetune", 1, 0),
+    ]
+    assert "2 seeds per run" in p.notes
+    with pytest.raises(LabError, match="seeds must be at least 1"):
+        plan("ants-bees", str(stripes), seeds=0)
+    ab = plan("fashion-ab", seeds=2)  # the last stage is seeded; A stays one run
+    assert [len(st.specs) for st in ab.stages] == [1, 6]
+
+
+def test_a_name_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        recipes.recipe(name="momentum", title="again", description="again")(lambda ctx: [])
+
+
+def test_queue_recipe_is_one_click_within_the_workspace_limit(monkeypatch) -> None:
+    store = RunStore()
+    ids = recipes.queue_recipe(store, "classroom_quick", workspace="team-a", request_id="click1")
+    assert len(ids) == 2 and {store.get(i)["workspace"] for i in ids} == {"team-a"}
+    again = recipes.queue_recipe(store, "classroom_quick", workspace="team-a", request_id="click1")
+    assert again == ids and len(store.list()) == 2  # the same click: nothing new
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "4")
+    with pytest.raises(LabError, match="limit of 4"):
+        recipes.queue_recipe(store, "strategies", workspace="team-a", request_id="click2")
+    assert len(store.list()) == 2
