@@ -65,7 +65,7 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
         plan = recipes.plan(name, offline=offline)
         if clicked:
             with st.spinner("Preparing its data…"):
-                workspaces.check_room(store, ws, len(plan.stages[0].specs))
+                workspaces.check_room(store, ws, len(plan.specs))
                 recipes.prepare_data(plan)
         total = lambda: consent.total_estimate(plan.specs, store)  # noqa: E731
         if not consent.confirmed(f"recipe_{name}", clicked, len(plan.specs), total):
@@ -77,7 +77,7 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
         st.error(str(exc))
         return
     ensure_worker()
-    st.success(f"Recipe {name} queued; later stages queue themselves.")
+    st.success(f"Recipe {name} queued; later stages wait for the one before.")
 
 
 def fine_tuning_options() -> dict:
