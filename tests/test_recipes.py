@@ -340,6 +340,7 @@ def test_classroom_lessons_are_recipes_on_the_workspace_shapes_set(
     assert list(recipes.CLASSROOM) == [
         "classroom_quick",
         "strategies",
+        "probe_finetune",
         "small_data",
         "augmentation",
         "momentum",
@@ -360,6 +361,11 @@ def test_classroom_lessons_are_recipes_on_the_workspace_shapes_set(
     assert {(s.data, s.backbone, s.augment, s.recipe) for s in p.specs} == {
         ("team-a--shapes", "efficientnet_lite0", "none", None)
     }
+    probe = plan("probe_finetune").specs
+    assert [(s.strategy, s.train.backbone_lr_mult) for s in probe] == [
+        ("full_finetune", 1.0),
+        ("probe_finetune", 0.1),
+    ]
     small = plan("small_data").specs
     assert [(s.strategy, s.per_class, s.train.epochs) for s in small] == [
         ("scratch", 5, 3),
