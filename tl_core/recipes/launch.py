@@ -184,7 +184,7 @@ def run_recipe(
         if on_run is not None:
             on_run(done, len(plan.specs), record)
         try:
-            execute_run(store, record["id"], on_progress=on_progress, on_status=on_status)
+            execute_run(store, record["id"], on_progress=on_progress)  # its one-off steps too
         except KeyboardInterrupt:
             store.finish(record["id"], "cancelled", error="interrupted from the keyboard")
             raise
