@@ -193,8 +193,8 @@ def _decode(source: str | Path | BinaryIO, max_pixels: int) -> DecodedImage:
             img = _open(source, max_pixels)
             try:
                 fmt, mode = img.format or "", img.mode
-                orientation = img.getexif().get(ORIENTATION_TAG, 1)
                 img.load()
+                orientation = img.getexif().get(ORIENTATION_TAG, 1)  # a PNG's may follow
                 work = _bounded(img)
                 if work is img:  # small and 8-bit already: a copy, so the file can close
                     work = img.copy()
