@@ -391,3 +391,45 @@ def test_probe_finetunes_estimate_adds_the_feature_pass_and_probe_to_fine_tuning
     extractor = replace(full, strategy="feature_extractor")
     t_full, t_probe, t_fe = (estimate_seconds(s, 100, 40).seconds for s in (full, probe, extractor))
     assert t_full < t_probe < t_full + t_fe  # a feature pass and head epochs more than full
+
+
+# ---------------------------------------------------------------------------- the study
+
+
+def test_the_data_efficiency_study_runs_each_strategy_at_its_stated_settings(stripes) -> None:
+    from tl_core.recipes import plan
+    from tl_core.recipes.published import EFFICIENCY_TRAIN
+
+    specs = plan("data-efficiency", str(stripes), offline=True, seeds=1).specs
+    by_strategy = {s.strategy: s.train for s in specs}
+    assert set(by_strategy) == {"scratch", "feature_extractor", "full_finetune", "probe_finetune"}
+    for strategy, train in by_strategy.items():
+        assert train == EFFICIENCY_TRAIN[strategy]
+        assert train.validate_every == 1  # every epoch: best and final both mean something
+    tuned, probed = by_strategy["full_finetune"], by_strategy["probe_finetune"]
+    assert (tuned.lr, tuned.batch_size, tuned.schedule, tuned.bn) == (
+        0.001,
+        16,
+        "onecycle",
+        "frozen",
+    )
+    assert probed.backbone_lr_mult == 0.1 and tuned.backbone_lr_mult == 1.0
+
+
+def test_the_efficiency_curve_reports_best_and_final_accuracy() -> None:
+    from tl_core.recipes import efficiency_curve
+
+    rows = [
+        {
+            "strategy": "full_finetune",
+            "per_class": 5,
+            "train_per_class": 5,
+            "status": "done",
+            "best_val_acc": best,
+            "final_val_acc": final,
+        }
+        for best, final in ((0.9, 0.8), (0.92, 0.9), (0.94, 0.85))
+    ]
+    (point,) = efficiency_curve(rows)
+    assert point["mean"] == pytest.approx(0.92) and point["std"] == pytest.approx(0.02)
+    assert point["final_mean"] == pytest.approx(0.85) and point["final_std"] == pytest.approx(0.05)

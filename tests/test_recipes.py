@@ -127,17 +127,22 @@ def test_data_efficiency_plan(stripes: Path) -> None:
     p = plan("data-efficiency", str(stripes), offline=True)
     specs = p.specs
     sizes = recipes.EFFICIENCY_SIZES
-    assert len(specs) == len(sizes) * 3 * 3  # sizes x strategies x seeds
-    assert {s.strategy for s in specs} == {"scratch", "feature_extractor", "full_finetune"}
+    assert len(specs) == len(sizes) * 4 * 3  # sizes x strategies x seeds
+    assert {s.strategy for s in specs} == {
+        "scratch",
+        "feature_extractor",
+        "full_finetune",
+        "probe_finetune",
+    }
     assert {s.per_class for s in specs} == set(sizes)
     assert {s.train.seed for s in specs} == {0, 1, 2}
     assert {s.split_seed for s in specs} == {0}  # nested subsets, the same for every seed
-    assert {(s.train.epochs, s.train.validate_every) for s in specs} == {(10, 0)}
+    assert {(s.train.epochs, s.train.validate_every) for s in specs} == {(10, 1)}
     assert {s.backbone for s in specs} == {"efficientnet_lite0"}
     assert {s.backbone for s in plan("data-efficiency", str(stripes)).specs} == {"resnet18"}
 
     small = plan("data-efficiency", str(stripes), True, epochs=1, seeds=1, sizes=(2, None))
-    assert len(small.specs) == 6 and {s.train.epochs for s in small.specs} == {1}
+    assert len(small.specs) == 8 and {s.train.epochs for s in small.specs} == {1}
     assert any("1 epoch" in n for n in small.notes)
     shapes = plan("data-efficiency", offline=True)  # no hymenoptera here, no network
     assert shapes.specs[0].data == "shapes" and [d.builtin for d in shapes.prepare] == ["shapes"]
@@ -318,6 +323,7 @@ def test_data_efficiency_end_to_end_tiny(stripes: Path, capsys: pytest.CaptureFi
     assert sorted(c["strategy"] for c in res["curve"]) == [
         "feature_extractor",
         "full_finetune",
+        "probe_finetune",
         "scratch",
     ]
     assert {r["num_train"] for r in res["runs"]} == {4}  # 2 per class, 2 classes

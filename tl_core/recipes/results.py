@@ -26,7 +26,8 @@ def recipe_results(
     `recipe`, `title`, `reference` (text, figures, source), `notes`, `status`, `runs` (one
     row per run: label, stage, strategy, per_class, seed, best_val_acc, ...), `summary` (one
     row per label: mean and spread over seeds, and the reference figure where there is one)
-    and, for data-efficiency, `curve` (per strategy and images per class: mean, std, seeds).
+    and, for data-efficiency, `curve` (per strategy and images per class: mean and std of the
+    best and of the final accuracy, seeds).
     """
     if launch_id is not None:
         stages = launch_runs(store, launch_id)
@@ -122,7 +123,8 @@ def _summary(rows: list[dict], recipe: Recipe) -> list[dict]:
 
 
 def efficiency_curve(rows: list[dict]) -> list[dict]:
-    """Per strategy and training images per class: mean and spread of best val accuracy."""
+    """Per strategy and training images per class: mean and spread of the best validation
+    accuracy (`mean`, `std`) and of the final one (`final_mean`, `final_std`)."""
     points: dict[tuple[str, int | None], list[dict]] = {}
     for r in rows:
         points.setdefault((r["strategy"], r["per_class"]), []).append(r)
@@ -130,14 +132,19 @@ def efficiency_curve(rows: list[dict]) -> list[dict]:
     for (strategy, per_class), group in points.items():
         done = [r for r in group if r["status"] == "done" and r["best_val_acc"] is not None]
         mean, std = _mean_std(_done_accs(group))
+        final_mean, final_std = _mean_std(
+            [r["final_val_acc"] for r in done if r.get("final_val_acc") is not None]
+        )
         sizes = [r["train_per_class"] for r in done if r["train_per_class"]]
         curve.append(
             {
                 "strategy": strategy,
                 "per_class": per_class,
                 "images_per_class": statistics.fmean(sizes) if sizes else per_class,
-                "mean": mean,
+                "mean": mean,  # of the best validation accuracy
                 "std": std,
+                "final_mean": final_mean,  # of the last epoch's
+                "final_std": final_std,
                 "seeds": len(done),
                 "runs": len(group),
             }
