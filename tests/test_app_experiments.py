@@ -101,8 +101,8 @@ def test_recipes_are_one_click(monkeypatch):
     assert at.button(key="recipe_data-efficiency")
     at.button(key="recipe_data-efficiency").click().run()
     assert not at.exception
-    assert RunStore().queue() == [] and "This queues 45 runs" in at.warning[-1].value
-    at.button(key="recipe_data-efficiency_yes").click().run()  # 45 runs: asks first
+    assert RunStore().queue() == [] and "This queues 60 runs" in at.warning[-1].value
+    at.button(key="recipe_data-efficiency_yes").click().run()  # 60 runs: asks first
     assert "Recipe data-efficiency queued" in at.success[0].value
     queued = RunStore().queue()
     assert queued and {r["recipe"] for r in queued} == {"data-efficiency"}

@@ -22,7 +22,7 @@ from pathlib import Path
 from tl_core.errors import LabError
 
 SEPARATOR = "--"
-MAX_QUEUED_DEFAULT = 48  # a data-efficiency recipe is 45 runs
+MAX_QUEUED_DEFAULT = 64  # a data-efficiency recipe is 60 runs (4 strategies, 5 sizes, 3 seeds)
 MAX_QUEUED_TOTAL_DEFAULT = 200
 # Words of letters and digits joined by single '-' or '_': no leading, trailing or doubled
 # separator, so `team-` (whose `team---x` would read as `-x` in `team`) cannot exist.
