@@ -14,7 +14,7 @@ from tl_core.errors import LabError
 from tl_core.fmt import format_duration
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
 from tl_core.runs import RunStore
-from tl_core.schedule import estimate_seconds, progress_fraction, queue_view
+from tl_core.schedule import estimate_seconds, queue_view, running_progress
 from tl_core.spec import RunSpec, expand
 from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
@@ -329,23 +329,9 @@ def queue_panel() -> None:
             left, right = st.columns([5, 1])
             label = charts.run_label(run)
             if run["status"] == "running":
-                frac = progress_fraction(run)
-                phase = run.get("phase") or "starting"
-                detail = f"epoch {min((run.get('epoch') or 0) + 1, run['epochs_total'])}/{run['epochs_total']}"
-                if phase == "training" and run.get("batches"):
-                    detail += f", batch {run.get('batch')}/{run['batches']}"
-                    if run.get("running_loss") is not None:
-                        detail += (
-                            f", loss {run['running_loss']:.3f}, accuracy {run['running_acc']:.1%}"
-                        )
-                elif run.get("batches"):
-                    detail = f"{phase} {run.get('batch')}/{run['batches']}"
-                else:
-                    detail = phase
+                frac, text = running_progress(run)
                 left.markdown(f"**{label}** — running")
-                left.progress(
-                    frac, text=f"{detail} · about {format_duration(run['time_left'])} left"
-                )
+                left.progress(frac, text=text)
                 if run.get("cancel_requested"):
                     left.caption("Cancel requested; it stops after the current batch.")
             else:

@@ -186,7 +186,7 @@ class RunReporter:
                     self.run_id,
                     phase="training",
                     epoch=p.epoch - (p.epoch_stats is None),
-                    batch=p.done,
+                    batch=0 if p.epoch_stats is not None else p.done,  # the next epoch's count
                     batches=p.total,
                     running_loss=p.loss,
                     running_acc=p.acc,

@@ -135,14 +135,67 @@ def progress_fraction(run: dict) -> float:
     return max(0.0, min(1.0, done / total))
 
 
-def time_left(run: dict, estimate: float | None, now: float | None = None) -> float | None:
-    """Seconds a running run still needs: from its pace once training, else the estimate."""
+def time_left(
+    run: dict, estimate: float | None, now: float | None = None, epoch_seconds: float | None = None
+) -> float | None:
+    """Seconds a running run still needs, or None when unknown.
+
+    Once an epoch has finished (in this process, or in one before a resume), from the mean
+    `epoch_seconds` times the epochs left; during the first epoch, from this process's pace;
+    before training (decoding, caching), the estimate less the time spent, and None once the
+    run has taken longer than estimated (never "0 s left" for a run that is still working).
+    """
     now = now or time.time()
     elapsed = max(0.0, now - (run.get("started") or now))
+    total = run.get("epochs_total") or 0
     fraction = progress_fraction(run)
-    if fraction > 0.02 and elapsed > 2:
+    if epoch_seconds and total and run.get("epoch"):
+        return (1.0 - fraction) * total * epoch_seconds
+    if run.get("phase") == "training" and fraction > 0.02 and elapsed > 2:
         return max(0.0, elapsed / fraction - elapsed)
-    return None if estimate is None else max(0.0, estimate - elapsed)
+    if estimate is None or estimate <= elapsed:
+        return None
+    return estimate - elapsed
+
+
+def running_progress(run: dict) -> tuple[float, str]:
+    """The bar (0..1) and the line a person reads for a running run of `queue_view`.
+
+    Training: the epoch in progress (the stored `epoch` counts finished ones), its batch, the
+    running loss and accuracy; a step before training (decoding, caching, resuming) fills the
+    bar with its own count and says so. The time left is `time_left`'s, or "longer than
+    estimated" when the estimate has run out.
+    """
+    from tl_core.fmt import format_duration
+
+    total = run.get("epochs_total") or 0
+    finished = run.get("epoch") or 0
+    phase = run.get("phase") or "starting"
+    batch, batches = run.get("batch") or 0, run.get("batches") or 0
+    if phase == "training" and total and finished >= total:
+        fraction, text = 1.0, f"all {total} epochs trained: evaluating and saving"
+    elif phase == "training" and batches:
+        fraction = progress_fraction(run)
+        text = f"epoch {finished + 1}/{total}, "
+        if batch >= batches:
+            text += "validating"
+        else:
+            text += f"batch {batch}/{batches}"
+            if run.get("running_loss") is not None:
+                text += f", loss {run['running_loss']:.3f}, accuracy {run['running_acc']:.1%}"
+    elif batches > 1:  # a one-off step: decoding, caching features or layer outputs
+        fraction = min(1.0, batch / batches)
+        before = f"resuming after epoch {finished}/{total}: " if finished else "before training: "
+        text = f"{before}{phase} {batch}/{batches}"
+    else:
+        fraction = progress_fraction(run)
+        text = f"resuming after epoch {finished}/{total}" if finished else phase
+    left = run.get("time_left")
+    if left is not None:
+        text += f" · about {format_duration(max(left, 1.0))} left"
+    elif run.get("estimate") is not None:
+        text += " · taking longer than estimated"
+    return fraction, text
 
 
 def fair_order(queued: Sequence[dict], last_start: Mapping[str, float]) -> list[dict]:
@@ -213,7 +266,7 @@ def queue_view(store, workspace: str | None = None) -> list[dict]:
             cache[key] = _run_estimate(run, store)
         estimate = cache[key]
         if run["status"] == "running":
-            left = time_left(run, estimate, now)
+            left = time_left(run, estimate, now, _epoch_seconds(store, run))
             entry = {**run, "position": 0, "estimate": estimate, "time_left": left}
             entry["expected_start"] = run.get("started") or now
             clock = max(clock, now + (left or 0.0))
@@ -225,3 +278,11 @@ def queue_view(store, workspace: str | None = None) -> list[dict]:
         if workspace is None or run.get("workspace", "") == workspace:
             out.append(entry)
     return out
+
+
+def _epoch_seconds(store, run: dict) -> float | None:
+    """Mean seconds of the run's finished epochs (any process's, a resume's included)."""
+    if not run.get("epoch"):
+        return None
+    seconds = [e["seconds"] for e in store.epochs(run["id"]) if e.get("seconds")]
+    return sum(seconds) / len(seconds) if seconds else None
