@@ -12,7 +12,10 @@ from tl_core.schedule import queue_view, running_progress, time_left
 
 def _running(store: RunStore, epochs: int = 3) -> str:
     new = NewRun(
-        data_path="x", backbone="small_cnn", strategy="scratch", config={"train": {"epochs": epochs}}
+        data_path="x",
+        backbone="small_cnn",
+        strategy="scratch",
+        config={"train": {"epochs": epochs}},
     )
     (run_id,) = store.create_group([new])
     store.mark_running(run_id)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from tl_core.fmt import percent
@@ -139,10 +140,15 @@ def runs_table(rows: list[dict]) -> str:
 
 
 class Bars:
-    """tqdm progress bars on stderr: one per epoch, one per one-off step."""
+    """Progress on stderr: in a terminal, tqdm bars (one per epoch, one per one-off step);
+    otherwise (a log, a pipe) plain lines, when a step starts and ends and every `every`
+    seconds between, so that a long decoding or caching step is never silent."""
 
-    def __init__(self, label: str = "") -> None:
+    def __init__(self, label: str = "", *, tty: bool | None = None, every: float = 5.0) -> None:
         self.label = label
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.every = every
+        self.last_line = 0.0  # time.monotonic() of the last plain line
         self.bar = None
         self.key = None
 
@@ -157,12 +163,27 @@ class Bars:
                 file=sys.stderr,
                 leave=False,
                 mininterval=0.5,
-                disable=None,  # bars in a terminal; logs and pipes get the epoch lines only
             )
             self.key = key
         return self.bar
 
+    def _line(self, key, text: str, last: bool) -> None:
+        """A plain line for a step's first event, its `last`, and one every `every` seconds."""
+        now = time.monotonic()
+        if self.key != key or last or now - self.last_line >= self.every:
+            print(f"{self.label}{text}", file=sys.stderr, flush=True)
+            self.last_line = now
+        self.key = key
+
+    def line(self, text: str) -> None:
+        """A line of its own (what starts now), between the steps' bars or lines."""
+        self.close()
+        print(f"{self.label}{text}", file=sys.stderr, flush=True)
+
     def status(self, message: str, done: int, total: int) -> None:
+        if not self.tty:
+            self._line(("status", message), f"{message} {done}/{total}", done >= total)
+            return
         bar = self._bar(("status", message), total, message)
         if bar.total != total:
             bar.total = total
@@ -173,17 +194,19 @@ class Bars:
         if p.stage != "train":
             self.status(p.message or p.stage, p.done, p.total)
             return
-        bar = self._bar(("epoch", p.epoch), p.batches, f"epoch {p.epoch}/{p.epochs}")
-        bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.acc:.3f}", refresh=False)
-        bar.update(p.batch - bar.n)
-        if p.epoch_stats is not None:
+        if p.epoch_stats is None and not self.tty:
+            text = f"epoch {p.epoch}/{p.epochs}: batch {p.batch}/{p.batches}"
+            self._line(("epoch", p.epoch), f"{text}, loss {p.loss:.3f} acc {p.acc:.3f}", False)
+        elif p.epoch_stats is None:
+            bar = self._bar(("epoch", p.epoch), p.batches, f"epoch {p.epoch}/{p.epochs}")
+            bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.acc:.3f}", refresh=False)
+            bar.update(p.batch - bar.n)
+        else:
             s = p.epoch_stats
-            self.close()
             val = "" if s.val_acc is None else f" val_loss {s.val_loss:.4f} val_acc {s.val_acc:.4f}"
-            print(
-                f"{self.label}epoch {s.epoch}/{p.epochs}: train_loss {s.train_loss:.4f} "
-                f"train_acc {s.train_acc:.4f}{val} ({s.seconds:.1f}s)",
-                file=sys.stderr,
+            self.line(
+                f"epoch {s.epoch}/{p.epochs}: train_loss {s.train_loss:.4f} "
+                f"train_acc {s.train_acc:.4f}{val} ({s.seconds:.1f}s)"
             )
 
     def close(self) -> None:

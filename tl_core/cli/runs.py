@@ -93,6 +93,8 @@ def _run_specs(args: argparse.Namespace, specs: list[RunSpec]) -> list[dict]:
     for n, run_id in enumerate(ids, start=1):
         label = f"[{n}/{len(ids)} {specs[n - 1].strategy}] " if len(ids) > 1 else ""
         with bars_on_stderr(label) as bars:
+            spec = specs[n - 1]
+            bars.line(f"run {run_id}: {spec.strategy} on {spec.backbone}, data {spec.data}")
             try:
                 record = execute_run(store, run_id, on_progress=bars.progress)
             except KeyboardInterrupt:
@@ -140,6 +142,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from tl_core.jobs import resume_run, run_summary
 
     with bars_on_stderr() as bars:
+        bars.line(f"resuming run {args.run_id} from its last finished epoch")
         record = resume_run(open_store(), args.run_id, on_progress=bars.progress)
     result = run_summary(record)
     emit(result, args.json, runs_table([result]))
