@@ -43,19 +43,58 @@ def progress_bar(label: str):
     return update
 
 
-def run_import(title: str, fn, /, *args, **kwargs) -> None:
+def run_import(title: str, fn, /, *args, done: str | None = None, **kwargs) -> None:
     """Call an importer with a progress bar; keep its report to show after the rerun.
 
     `title` is positional-only: importers take a `label=` of their own (the URL list's).
+    `done` says what a change other than an import did ("2 picture(s) deleted").
     """
     try:
         report = fn(*args, on_progress=progress_bar(title), **kwargs)
     except LabError as exc:
         st.error(str(exc))
         return
-    st.session_state["data_report"] = report.to_dict()
+    st.session_state["data_report"] = {**report.to_dict(), "done": done}
     st.session_state["data_next"] = workspaces.short_name(report.name)
     st.rerun()
+
+
+def confirmed(key: str, clicked: bool, what: str, question: str) -> bool:
+    """Two steps for what cannot be undone: the click asks `question` about `what`, and
+    "Yes, delete" does it (once); "Keep" or another `what` forgets the question."""
+    if clicked:
+        st.session_state[key] = what
+    if st.session_state.get(key) != what:
+        st.session_state.pop(key, None)
+        return False
+    st.warning(question, icon=":material/warning:")
+    yes, keep = st.columns([1, 4])
+    if yes.button("Yes, delete", key=f"{key}_yes", type="primary"):
+        del st.session_state[key]
+        return True
+    if keep.button("Keep", key=f"{key}_keep"):
+        del st.session_state[key]
+        st.rerun()
+    return False
+
+
+def show_report(report: dict) -> None:
+    """What an import or a change did, in the colour it deserves, with short names only."""
+    name = workspaces.short_name(report["name"])
+    skipped = len(report["skipped"])
+    classes = ", ".join(report["classes"]) or "none"
+    if report.get("done"):
+        st.info(f"{name}: {report['done']}. Classes now: {classes}")
+    elif report["added"]:
+        st.success(
+            f"{name}: {report['added']} picture(s) added, {skipped} skipped. Classes: {classes}"
+        )
+    else:
+        st.warning(f"{name}: nothing was added ({skipped} skipped). Classes: {classes}")
+    for w in report["warnings"]:
+        st.warning(w.replace(report["name"], name))
+    if report["skipped"]:
+        st.dataframe(report["skipped"], hide_index=True)
 
 
 def uploaded_to_file(upload, folder: str) -> Path:
@@ -82,13 +121,25 @@ with tabs[0]:
     per_class = c2.number_input(
         "Training images per class (0: the set's default)", 0, 100000, 0, key="data_builtin_n"
     )
-    if st.button("Build it", key="data_build", type="primary"):
+    built = dataset_path(workspaces.dataset_name(ws, which))
+    if built.is_dir():
+        have = load_manifest(workspaces.dataset_name(ws, which))
+        train = [r.label for r in have.images if r.split != "val"]
+        size = max((train.count(c) for c in have.classes), default=0)
+        st.caption(
+            f"{which} is already in this workspace ({len(have.images)} pictures, up to {size} "
+            "training pictures per class). Rebuild it to change its size: runs queued on it "
+            "will train on the new one."
+        )
+    label = "Rebuild it" if built.is_dir() else "Build it"
+    if st.button(label, key="data_build", type="primary"):
         run_import(
             f"building {which}",
             builtin.build_builtin,
             which,
             name=workspaces.dataset_name(ws, which),
             per_class=int(per_class) or None,
+            force=built.is_dir(),
         )
 with tabs[1]:
     archive = st.file_uploader(
@@ -166,14 +217,7 @@ with tabs[6]:
 report = st.session_state.pop("data_report", None)
 if report:
     with st.container(border=True, key="data_report_box"):
-        st.success(
-            f"{workspaces.short_name(report['name'])}: {report['added']} picture(s) added, "
-            f"{len(report['skipped'])} skipped. Classes: {', '.join(report['classes'])}"
-        )
-        for w in report["warnings"]:
-            st.warning(w)
-        if report["skipped"]:
-            st.dataframe(report["skipped"], hide_index=True)
+        show_report(report)
 
 if choice == NEW or not dataset_path(target).is_dir():
     st.stop()
@@ -216,12 +260,17 @@ for n, r in enumerate(shown):
         st.image(str(dataset_path(target) / r.path), caption=f"{r.split or ''} {Path(r.path).name}")
         if st.checkbox("remove", key=f"rm_{r.path}"):
             marked.append(r.path)
-if marked and st.button(f"Delete {len(marked)} marked picture(s)", key="gallery_delete"):
+clicked = bool(marked) and st.button(
+    f"Delete {len(marked)} marked picture(s)", key="gallery_delete"
+)
+question = f"Delete {len(marked)} picture(s) from {short}? This cannot be undone."
+if marked and confirmed("gallery_delete_ask", clicked, ",".join(marked), question):
     run_import(
         "deleting",
         lambda name, paths, on_progress: curate.remove_images(name, paths),
         target,
         marked,
+        done=f"{len(marked)} picture(s) deleted",
     )
 
 with st.expander("Rename or delete"):
@@ -234,10 +283,20 @@ with st.expander("Rename or delete"):
             target,
             gallery_class,
             new_cls,
+            done=f"class {gallery_class} renamed to {new_cls}",
         )
-    if c2.button(f"Delete class {gallery_class}", key="rm_class"):
+    clicked = c2.button(f"Delete class {gallery_class}", key="rm_class")
+    question = (
+        f"Delete class {gallery_class} and its {len(records)} picture(s) from {short}? "
+        "This cannot be undone."
+    )
+    if confirmed("rm_class_ask", clicked, gallery_class, question):
         run_import(
-            "deleting", lambda *a, on_progress: curate.remove_class(*a), target, gallery_class
+            "deleting",
+            lambda *a, on_progress: curate.remove_class(*a),
+            target,
+            gallery_class,
+            done=f"class {gallery_class} deleted with its {len(records)} picture(s)",
         )
     confirm = st.checkbox(f"Yes, delete the whole data set {short}", key="rm_set_confirm")
     if confirm and st.button("Delete data set", key="rm_set"):
