@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
-from tl_core import charts, consent, groups, machine, recipes, workspaces
+from tl_core import charts, consent, form_memory, groups, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
 from tl_core.errors import LabError
 from tl_core.fmt import format_duration
@@ -80,16 +81,71 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
     st.success(f"Recipe {name} queued; later stages wait for the one before.")
 
 
+def _one_of(options) -> Callable[[object], bool]:
+    return lambda v: v in options
+
+
+def _number(lo: float, hi: float, like: float) -> Callable[[object], bool]:
+    return lambda v: type(v) is type(like) and lo <= v <= hi
+
+
+_D = TrainConfig()
+# The form's remembered widgets: key -> (default, check of a saved value).
+FORM = {
+    "exp_backbone": ("efficientnet_lite0", _one_of(BACKBONES)),
+    "exp_strategies": (
+        # The classic four; probe_finetune (fine-tuning from a probed head) joins by choice.
+        [s for s in STRATEGIES if s != "probe_finetune"],
+        lambda v: isinstance(v, list) and all(s in STRATEGIES for s in v),
+    ),
+    "exp_epochs": (5, _number(1, 1000, 1)),
+    "exp_batch": (16, _number(1, 4096, 1)),
+    "exp_lr": (0.001, _number(1e-6, 10.0, 0.1)),
+    "exp_momentum": (0.9, _number(0.0, 0.99, 0.1)),
+    "exp_optimizer": (OPTIMIZERS[0], _one_of(OPTIMIZERS)),
+    "exp_augment": (AUGMENTATIONS[0], _one_of(AUGMENTATIONS)),
+    "exp_per_class": (0, _number(0, 100000, 1)),
+    "exp_seeds": (1, _number(1, 10, 1)),
+    "exp_schedule": (SCHEDULES[0], _one_of(SCHEDULES)),
+    "exp_backbone_lr_mult": (_D.backbone_lr_mult, _number(0.001, 1.0, 0.1)),
+    "exp_bn": (BN_MODES[0], _one_of(BN_MODES)),
+    "exp_warmup": (_D.warmup_epochs, _number(0, 100, 1)),
+    "exp_probe_epochs": (_D.probe_epochs, _number(1, 1000, 1)),
+    "exp_blocks": (1, _number(1, 100, 1)),
+}
+
+
+def restore_form(names: list[str]) -> None:
+    """Put the workspace's last settings (else the defaults) into the form's empty widgets:
+    a reload starts where the workspace left off (`tl_core.form_memory`)."""
+    if st.session_state.get("exp_form_ws") != ws:  # another workspace's settings: forget them
+        for key in [*FORM, "exp_data"]:
+            st.session_state.pop(key, None)
+        st.session_state["exp_form_ws"] = ws
+    saved = form_memory.load(ws, "experiments")
+    for key, (default, ok) in FORM.items():
+        if key not in st.session_state:
+            st.session_state[key] = saved[key] if ok(saved.get(key)) else default
+    if "exp_data" not in st.session_state and saved.get("exp_data") in names:
+        st.session_state["exp_data"] = saved["exp_data"]
+
+
+def remember_form() -> None:
+    """Save the form's settings for the next visit when they changed."""
+    values = {k: st.session_state[k] for k in [*FORM, "exp_data"] if k in st.session_state}
+    if values != st.session_state.get("exp_form_saved"):
+        form_memory.save(ws, "experiments", values)
+        st.session_state["exp_form_saved"] = values
+
+
 def fine_tuning_options() -> dict:
     """The fine-tuning settings (TrainConfig fields); their defaults are today's behaviour."""
-    d = TrainConfig()
     c = st.columns(4)
     return {
         "backbone_lr_mult": c[0].number_input(
             "Backbone lr × (pretrained layers)",
             0.001,
             1.0,
-            d.backbone_lr_mult,
             format="%.3f",
             help="The pretrained layers learn at this fraction of the head's rate.",
             key="exp_backbone_lr_mult",
@@ -100,13 +156,9 @@ def fine_tuning_options() -> dict:
             help="frozen: keep the pretrained running statistics (small batches).",
             key="exp_bn",
         ),
-        "warmup_epochs": int(
-            c[2].number_input("Warm-up epochs", 0, 100, d.warmup_epochs, key="exp_warmup")
-        ),
+        "warmup_epochs": int(c[2].number_input("Warm-up epochs", 0, 100, key="exp_warmup")),
         "probe_epochs": int(
-            c[3].number_input(
-                "Probe epochs (probe_finetune)", 1, 1000, d.probe_epochs, key="exp_probe_epochs"
-            )
+            c[3].number_input("Probe epochs (probe_finetune)", 1, 1000, key="exp_probe_epochs")
         ),
     }
 
@@ -159,37 +211,36 @@ if not datasets:
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
 else:
     names = [d.name for d in datasets]
+    restore_form(names)
     c1, c2 = st.columns(2)
     data = c1.selectbox("Data set", names, format_func=workspaces.short_name, key="exp_data")
     backbone = c2.selectbox(
         "Backbone",
         list(BACKBONES),
-        index=list(BACKBONES).index("efficientnet_lite0"),
         format_func=lambda b: f"{b}: {BACKBONES[b].description}",
         key="exp_backbone",
     )
     strategies = st.multiselect(
         "Strategies (several make a comparison)",
         list(STRATEGIES),
-        # The classic four; probe_finetune (fine-tuning from a probed head) joins by choice.
-        default=[s for s in STRATEGIES if s != "probe_finetune"],
         key="exp_strategies",
     )
     c = st.columns(4)
-    epochs = c[0].number_input("Epochs", 1, 1000, 5, key="exp_epochs")
-    batch_size = c[1].number_input("Batch size", 1, 4096, 16, key="exp_batch")
-    lr = c[2].number_input("Learning rate", 1e-6, 10.0, 0.001, format="%.4f", key="exp_lr")
-    momentum = c[3].number_input("Momentum", 0.0, 0.99, 0.9, key="exp_momentum")
+    epochs = c[0].number_input("Epochs", 1, 1000, key="exp_epochs")
+    batch_size = c[1].number_input("Batch size", 1, 4096, key="exp_batch")
+    lr = c[2].number_input("Learning rate", 1e-6, 10.0, format="%.4f", key="exp_lr")
+    momentum = c[3].number_input("Momentum", 0.0, 0.99, key="exp_momentum")
     c = st.columns(4)
     optimizer = c[0].selectbox("Optimizer", OPTIMIZERS, key="exp_optimizer")
     augment = c[1].selectbox("Augmentation", AUGMENTATIONS, key="exp_augment")
-    per_class = c[2].number_input("Images per class (0: all)", 0, 100000, 0, key="exp_per_class")
-    seeds = c[3].number_input("Seeds per strategy", 1, 10, 1, key="exp_seeds")
+    per_class = c[2].number_input("Images per class (0: all)", 0, 100000, key="exp_per_class")
+    seeds = c[3].number_input("Seeds per strategy", 1, 10, key="exp_seeds")
     group_count = len(get_backbone(backbone).layer_groups)
+    st.session_state["exp_blocks"] = min(st.session_state["exp_blocks"], group_count)
     with st.expander("More options"):
         c = st.columns(3)
         blocks = c[0].slider(
-            "Layer groups that train (partial_finetune)", 1, group_count, 1, key="exp_blocks"
+            "Layer groups that train (partial_finetune)", 1, group_count, key="exp_blocks"
         )
         schedule = c[1].selectbox("Learning-rate schedule", SCHEDULES, key="exp_schedule")
         finished = [r for r in store.list(status="done", workspace=ws) if r["backbone"] == backbone]
@@ -234,6 +285,7 @@ else:
     for p in dict.fromkeys(problems):
         st.warning(p)
     lr_finder_panel(specs)
+    remember_form()
 
     try:
         n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)
