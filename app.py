@@ -12,7 +12,9 @@ import streamlit as st
 
 from tl_core import machine, workspaces
 from tl_core.errors import LabError
-from tl_core.recipes import CLASSROOM, queue_recipe
+from tl_core.fmt import format_duration
+from tl_core.recipes import CLASSROOM, plan, queue_recipe
+from tl_core.recipes.classroom import lesson_seconds
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
@@ -81,7 +83,10 @@ def home() -> None:
 
     lesson = CLASSROOM["classroom_quick"]
     st.info(f"**{lesson.title}** — {lesson.description}", icon=":material/bolt:")
-    if st.button("Run the classroom quick comparison", key="classroom_quick", type="primary"):
+    seconds = lesson_seconds(plan(lesson.name, workspace=ws), RunStore())
+    took = "" if seconds is None else f" (about {format_duration(seconds)} of training)"
+    label = f"Run the classroom quick comparison{took}"
+    if st.button(label, key="classroom_quick", type="primary"):
         try:
             request_id = workspaces.click_request_id(
                 st.session_state, "home_last_click", lesson.name

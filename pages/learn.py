@@ -8,7 +8,9 @@ import streamlit as st
 
 from tl_core import charts, consent
 from tl_core.errors import LabError
+from tl_core.fmt import format_duration
 from tl_core.recipes import CLASSROOM, plan, prepare_data, queue_recipe
+from tl_core.recipes.classroom import lesson_seconds
 from tl_core.runs import RunStore
 from tl_core.worker import ensure_worker
 
@@ -80,16 +82,20 @@ st.title("Learn")
 for n, (title, text, lesson_name, strategies) in enumerate(IDEAS):
     st.header(title)
     st.markdown(text)
-    if strategies:
+    lesson = CLASSROOM[lesson_name]
+    lesson_plan = plan(lesson_name, workspace=ws)
+    if strategies:  # the layers of the network the lesson trains, as its runs set them
         cols = st.columns(len(strategies))
         for col, strategy in zip(cols, strategies, strict=True):
+            spec = next(s for s in lesson_plan.specs if s.strategy == strategy)
             col.plotly_chart(
-                charts.strategy_diagram("resnet18", strategy, 2), key=f"learn_{n}_{strategy}"
+                charts.strategy_diagram(spec.backbone, strategy, spec.trainable_blocks),
+                key=f"learn_{n}_{strategy}",
             )
-    lesson = CLASSROOM[lesson_name]
     st.caption(f"Experiment: {lesson.description}")
-    clicked = st.button(f"Run it: {lesson.title}", key=f"learn_run_{lesson_name}")
-    lesson_plan = plan(lesson_name, workspace=ws)
+    seconds = lesson_seconds(lesson_plan, RunStore())
+    took = "" if seconds is None else f" (about {format_duration(seconds)} of training)"
+    clicked = st.button(f"Run it: {lesson.title}{took}", key=f"learn_run_{lesson_name}")
 
     def total(p=lesson_plan) -> float | None:
         prepare_data(p)  # the workspace's shapes set (built once), to count its images

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tl_core.jobs import RunSpec
-from tl_core.recipes.model import Stage, recipe
+from tl_core.recipes.model import Plan, Stage, recipe
 from tl_core.recipes.planning import Context
 from tl_core.train import TrainConfig
 from tl_core.workspaces import dataset_name
@@ -135,3 +135,19 @@ def momentum(ctx: Context) -> list[Stage]:
         ("momentum 0.9", "feature_extractor", {}),
         ("momentum 0.9, batch 4", "feature_extractor", {"train": replace(HEAD, batch_size=4)}),
     )
+
+
+def lesson_seconds(lesson: Plan, store=None) -> float | None:
+    """How long a lesson's runs should train (`schedule.estimate_seconds`, summed), for its
+    button. Before the workspace's shapes set exists, the set the lesson would build is counted
+    (`SHAPES_PER_CLASS` training and 10 validation pictures per shape), not built or scanned."""
+    from tl_core.consent import total_estimate
+    from tl_core.data.builtin import SHAPES
+    from tl_core.data.store import dataset_path
+
+    def generated(spec: RunSpec) -> tuple[int, int]:
+        per_class = min(spec.per_class or SHAPES_PER_CLASS, SHAPES_PER_CLASS)
+        return len(SHAPES) * per_class, len(SHAPES) * 10  # build_shapes' val_per_class
+
+    built = all(dataset_path(s.data).is_dir() for s in lesson.specs)
+    return total_estimate(lesson.specs, store, None if built else generated)
