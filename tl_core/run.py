@@ -19,6 +19,8 @@ app's background worker (`tl_core.worker`) calls it for each queued run.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from tl_core import distributed
 from tl_core.errors import LabError, as_lab_error
 from tl_core.machine import Runtime, device_label, resolve_runtime, seed_everything
 from tl_core.models import (
@@ -257,7 +260,18 @@ def _record_start(
         trainable_params=trainable,
         total_params=total,
         device=device_label(runtime.device),
+        world_size=distributed.world_size(),
+        **placement(),
     )
+
+
+def placement() -> dict:
+    """Where this process trains: `executor` and `node` (TL_LAB_EXECUTOR / TL_LAB_NODE are
+    set by an executor that runs it elsewhere, `tl_core.ray_exec`)."""
+    return {
+        "executor": os.environ.get("TL_LAB_EXECUTOR_NAME", "local"),
+        "node": os.environ.get("TL_LAB_NODE") or socket.gethostname(),
+    }
 
 
 # ---------------------------------------------------------------------------- 4. fit

@@ -2,10 +2,9 @@
 
 One database file (`runs.sqlite` in the lab home) holds every run and its epochs. It is used
 from the web app's sessions, the background worker and the CLI at once, so every access opens
-a short-lived connection, keeps transactions short, waits on a busy timeout, and uses WAL
-(falling back to the rollback journal where the file system cannot do WAL, such as some
-network-mounted homes). The schema version lives in `PRAGMA user_version`; `MIGRATIONS`
-brings an older file up to date.
+a short-lived connection, keeps transactions short, waits on a busy timeout, and uses WAL (or
+the rollback journal where the file system cannot do WAL, such as some network-mounted homes).
+The schema version lives in `PRAGMA user_version`; `MIGRATIONS` brings an older file up to date.
 
 Files a run writes (weights, predictions) are written to a temporary name and renamed, so an
 interrupted write never leaves a broken file behind.
@@ -94,6 +93,7 @@ MIGRATIONS: list[str] = [
     """,
     # version 2: a group may wait for another (a recipe's later stage for the one before)
     "ALTER TABLE runs ADD COLUMN depends_on TEXT",
+    "ALTER TABLE runs ADD COLUMN executor TEXT; ALTER TABLE runs ADD COLUMN node TEXT; ALTER TABLE runs ADD COLUMN world_size INTEGER",  # 3: where it trained (executor, node, DDP processes)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 JSON_FIELDS = ("classes", "config", "versions")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tl_core import distributed
 from tl_core.checkpoint import restore, snapshot
 from tl_core.errors import LabError
 from tl_core.loaders import TensorBatches, eval_batch_size, make_loader  # noqa: F401
@@ -300,6 +301,7 @@ class _Loop:
     """What `fit` sets up once and every epoch uses."""
 
     model: nn.Module
+    net: nn.Module  # what trains: `model`, or `model` in DDP across processes (distributed)
     config: TrainConfig
     runtime: Runtime
     optimizer: torch.optim.Optimizer
@@ -326,11 +328,13 @@ def _setup(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, head_names)
-    train_loader = make_loader(
-        train_data, config.batch_size, shuffle=True, generator=generator, device=device
+    train_loader = distributed.train_loader(
+        train_data, config.batch_size, seed=config.seed, generator=generator, device=device
     )
+    net, train_mode = distributed.wrap(model, device, train_mode_setter(config, set_train_mode))
     return _Loop(
         model=model,
+        net=net,
         config=config,
         runtime=runtime,
         optimizer=optimizer,
@@ -344,7 +348,7 @@ def _setup(
             generator=None,
             device=device,
         ),
-        train_mode=train_mode_setter(config, set_train_mode),
+        train_mode=train_mode,
     )
 
 
@@ -364,8 +368,9 @@ def _one_epoch(
     on_batch = None
     if on_progress is not None:
         on_batch = functools.partial(_report_batch, on_progress, epoch, config.epochs)
+    distributed.set_epoch(loop.train_loader, epoch)
     train_loss, train_acc = train_one_epoch(
-        loop.model,
+        loop.net,
         loop.train_loader,
         loop.optimizer,
         device=runtime.device,
@@ -376,6 +381,7 @@ def _one_epoch(
         should_stop=should_stop,
         scheduler=loop.scheduler,
     )
+    train_loss, train_acc = distributed.mean(train_loss, train_acc, device=runtime.device)
     last = epoch == config.epochs
     val_loss = val_acc = None
     if last or (config.validate_every and epoch % config.validate_every == 0):
@@ -446,6 +452,7 @@ def fit(
         set_train_mode=set_train_mode,
         head_names=head_names,
     )
+    should_stop = distributed.agreed_stop(should_stop, runtime.device)
     history = History(device=str(runtime.device), precision=runtime.precision)
     started = time.perf_counter()
     first_epoch, since_best = 1, 0

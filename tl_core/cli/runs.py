@@ -109,7 +109,18 @@ def _exit_code(results: list[dict]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tl_core import distributed
+
     specs = [spec_from_args(args, args.strategy, **_queue_args(args))]
+    if distributed.launched():  # under torchrun: one run over its processes (DDP)
+        if args.queue:
+            raise LabError("--queue trains in the worker; run torchrun without --queue")
+        record = distributed.train_run(open_store, specs[0], args.workspace)
+        if record is None:  # not rank 0: rank 0 reports
+            return 0
+        results = [summaries(open_store(), [record])[0]]
+        emit(results[0], args.json, runs_table(results))
+        return _exit_code(results)
     if args.queue:
         rows = _queue_specs(args, specs)
         emit(rows[0], args.json, queued_text(rows, args.workspace))
