@@ -279,3 +279,124 @@ def test_a_name_in_a_workspace_is_that_workspace_s_data_set(stripes, capsys) -> 
         *("--queue", "--workspace", "team-a"),
     )
     assert RunStore().list()[0]["data_path"] == "team-a--stripes"
+
+
+# ---------------------------------------------------------------------------- estimates
+
+
+def _spec(strategy: str = "full_finetune", epochs: int = 25, **kw):
+    from tl_core.spec import RunSpec
+    from tl_core.train import TrainConfig
+
+    return RunSpec(
+        data="/nowhere",
+        backbone=kw.pop("backbone", "efficientnet_lite0"),
+        strategy=strategy,
+        train=TrainConfig(epochs=epochs, device="cpu"),
+        **kw,
+    )
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """The README's figures come from a 2-core machine."""
+    import tl_core.train
+
+    monkeypatch.setattr(tl_core.train, "usable_cpus", lambda: 2)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "measured"),
+    [("feature_extractor", 8.2), ("partial_finetune", 17.9), ("full_finetune", 209.8)],
+)
+def test_the_table_is_within_1_5x_of_the_readme_figures(two_cores, strategy, measured) -> None:
+    """README, Speed: efficientnet_lite0, 25 epochs on hymenoptera (245 + 153 photos),
+    lab seconds of `bench` (one-off costs included, not the run's fixed start)."""
+    cost = schedule.table_cost(_spec(strategy), 245, 153)
+    predicted = cost.one_off + 25 * cost.epoch
+    assert measured / 1.5 <= predicted <= measured * 1.5
+
+
+def test_the_table_counts_one_off_costs_apart_from_epochs(two_cores) -> None:
+    short, long = (schedule.estimate_seconds(_spec(epochs=e), 245, 153) for e in (5, 10))
+    cost = schedule.table_cost(_spec(), 245, 153)
+    assert short.basis == long.basis == "table"
+    assert long.seconds - short.seconds == pytest.approx(5 * cost.epoch)
+    assert short.seconds == pytest.approx(cost.fixed + cost.one_off + 5 * cost.epoch)
+    few, many = (schedule.table_cost(_spec("feature_extractor"), n, 100) for n in (100, 200))
+    assert many.one_off > few.one_off and many.epoch < 0.1  # the features' pass, once
+    one_view = schedule.table_cost(_spec("feature_extractor", augment="none"), 100, 100)
+    assert one_view.one_off < few.one_off  # no augmentation: one view per image
+
+
+def test_the_table_reads_the_registries(two_cores, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import tl_core.backbones as backbones
+
+    lite0 = backbones.BACKBONES["efficientnet_lite0"]
+    before = schedule.table_cost(_spec(), 100, 20).epoch
+    monkeypatch.setitem(
+        backbones.BACKBONES, "efficientnet_lite0", replace(lite0, cpu_cost=(0.12, 0.02))
+    )
+    assert schedule.table_cost(_spec(), 100, 20).epoch == pytest.approx(2 * before)
+
+
+def _finished(store: RunStore, spec, *, wall: float, timings: dict | None, device="cpu") -> str:
+    (run_id,) = store.create_group(
+        [NewRun(data_path="/nowhere", backbone=spec.backbone, strategy=spec.strategy,
+                config=spec.to_dict())]
+    )  # fmt: skip
+    store.update(run_id, started=1000.0)
+    store.finish(run_id, "done", num_train=245, num_val=153, epoch=spec.train.epochs,
+                 device=device)  # fmt: skip
+    store.update(run_id, finished=1000.0 + wall)
+    if timings is not None:
+        store.write_json(run_id, "timings.json", timings)
+    return run_id
+
+
+def _timings(one_off: float, epoch: float, epochs: int) -> dict:
+    return {"decode_seconds": 1.0, "cache_seconds": one_off - 1.0,
+            "train_seconds": epoch * epochs, "epoch_seconds": [epoch] * epochs}  # fmt: skip
+
+
+def test_finished_runs_calibrate_the_estimate_measured_here(two_cores) -> None:
+    store = RunStore()
+    spec = _spec("full_finetune", epochs=10)
+    assert schedule.estimate_seconds(spec, 245, 153, store).basis == "table"
+    # Here decoding is 3x and an epoch 2x slower than the table says; 4 s outside both.
+    table = schedule.table_cost(spec, 245, 153)
+    one_off, epoch = 3 * table.one_off, 2 * table.epoch
+    wall = one_off + 10 * epoch + 4.0
+    _finished(store, spec, wall=wall, timings=_timings(one_off, epoch, 10))
+    schedule._fits.clear()
+    again = schedule.estimate_seconds(spec, 245, 153, store)
+    assert again.basis == "measured here"
+    assert again.seconds == pytest.approx(wall)
+    bigger = schedule.estimate_seconds(_spec("full_finetune", epochs=20), 490, 306, store)
+    assert bigger.seconds == pytest.approx(2 * one_off + 20 * 2 * epoch + 4.0)
+    other = schedule.estimate_seconds(_spec("scratch"), 245, 153, store)
+    assert other.basis == "table"  # another strategy: not calibrated by it
+
+
+def test_tiny_epochs_do_not_calibrate_bigger_ones(two_cores) -> None:
+    """A head on cached features takes milliseconds an epoch: noise, not a rate to scale."""
+    store = RunStore()
+    spec = _spec("feature_extractor", epochs=10)
+    table = schedule.table_cost(spec, 245, 153)
+    _finished(store, spec, wall=30.0, timings=_timings(2 * table.one_off, 0.05, 10))
+    schedule._fits.clear()
+    fit = schedule.calibrations(store)[("efficientnet_lite0", "feature_extractor", "cpu")]
+    assert fit.one_off == pytest.approx(2.0) and fit.epoch is None and fit.runs == 1
+
+
+def test_runs_on_another_device_or_without_timings_do_not_calibrate(two_cores) -> None:
+    store = RunStore()
+    spec = _spec("full_finetune", epochs=2)
+    _finished(store, spec, wall=5.0, timings=_timings(2.0, 1.0, 2), device="cuda (H100)")
+    _finished(store, spec, wall=500.0, timings=None)
+    schedule._fits.clear()
+    estimate = schedule.estimate_seconds(spec, 245, 153, store)
+    assert estimate.basis == "table"
+    assert estimate.seconds == pytest.approx(schedule.table_cost(spec, 245, 153).total(2))

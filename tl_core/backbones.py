@@ -41,8 +41,11 @@ class Backbone:
     std: tuple[float, float, float]
     input_size: int
     resize_size: int
-    # Seconds per image on one CPU core: (a training step, a forward pass). Read by the
-    # time estimates; relative costs between backbones matter more than the absolute values.
+    # Seconds per image on one CPU core: (a training step, a forward pass), read by the time
+    # estimates (`tl_core.schedule`). Set from the README's Speed figures on a 2-core machine
+    # (doubled to one core): efficientnet_lite0 30 ms per trained image and 5 ms per forward
+    # pass, resnet18 5.1 s per epoch on hymenoptera; vgg16 scaled from resnet18 by its FLOPs
+    # and small_cnn guessed (neither measured). Finished runs recalibrate them per lab home.
     cpu_cost: tuple[float, float]
     # Where ImageNet weights come from; None for a network that only trains here.
     weights_file: str | None = None  # the file name torchvision's cache expects
@@ -204,7 +207,7 @@ BACKBONES: dict[str, Backbone] = {
         std=IMAGENET_STD,
         input_size=224,
         resize_size=256,
-        cpu_cost=(0.7, 0.2),
+        cpu_cost=(0.034, 0.012),
         weights_file="resnet18-f37072fd.pth",
         weights_url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
     ),
@@ -230,7 +233,7 @@ BACKBONES: dict[str, Backbone] = {
         std=IMAGENET_STD,
         input_size=224,
         resize_size=256,
-        cpu_cost=(6.0, 2.0),
+        cpu_cost=(0.30, 0.10),
         weights_file="vgg16-397923af.pth",
         weights_url="https://download.pytorch.org/models/vgg16-397923af.pth",
     ),
@@ -247,7 +250,7 @@ BACKBONES: dict[str, Backbone] = {
         std=(0.5, 0.5, 0.5),
         input_size=224,
         resize_size=256,
-        cpu_cost=(0.5, 0.15),
+        cpu_cost=(0.060, 0.010),
         packaged_weights=_efficientnet_lite0_weights,
     ),
     "small_cnn": Backbone(

@@ -1,10 +1,13 @@
 """When will a run start, and how long will it take: estimates and the queue view.
 
-`estimate_seconds` prefers what finished runs of the same backbone and strategy took in this
-lab home; without any it uses the registries' rough costs (`Backbone.cpu_cost`,
-`Strategy.cost_factor`). `queue_view` gives each queued or running run its position and
-expected start. Nothing here reads or hashes image files: image counts come from the run
-record, the data set's manifest, or the file names.
+`estimate_seconds` predicts a run's seconds from a cost model, backbone x strategy x images x
+epochs with one-off costs apart (`table_cost`; the registries' `Backbone.cpu_cost` and
+`Strategy.cost_factor` were set from the README's measured figures), fitted to what finished
+runs of the same backbone and strategy took in this lab home when there are some: the
+estimate says which ("measured here" or "table"). `fair_order` is the queue's policy, for
+the worker's claim and the queue view alike; `queue_view` gives each queued or running run
+its position and expected start. Nothing here reads or hashes image files: image counts
+come from the run record, the data set's manifest, or the file names.
 """
 
 from __future__ import annotations
@@ -18,69 +21,175 @@ from pathlib import Path
 
 from tl_core.errors import LabError
 
-_GPU_SPEEDUP = 25.0
-_OVERHEAD_SECONDS = 10.0  # start-up: building the model, decoding pictures
-_DECODE_SECONDS = 0.01  # per training image and run
-_HEAD_EPOCH_SECONDS = 0.01  # per image and epoch, training a head on cached features
+_GPU_SPEEDUP = 25.0  # compute on a GPU against this machine's CPU (not measured here)
+# One-off and fixed costs, in seconds on the 2-core machine of the README's Speed section
+# (hymenoptera, 245 + 153 photos): decoding 1.0 s, i.e. 2.5 ms per image; building the model,
+# loading its weights and saving the run about 3 s.
+_DECODE_SECONDS = 0.0025  # per image and run: decoding and resizing once (one core)
+_FIXED_SECONDS = 3.0  # per run
+_HEAD_EPOCH_SECONDS = 0.00003  # per image and epoch, a head on cached features (0.01 s/300)
+_MEASURED_RUNS = 5  # recent finished runs of a backbone x strategy that calibrate it
+_FIT_TTL = 2.0  # seconds a store's calibration is reused (the pages refresh every 2 s)
 
 
 @dataclass(frozen=True)
 class Estimate:
     seconds: float
-    basis: str  # "past runs here" or "rough table"
+    basis: str  # "measured here" (fitted to finished runs in this lab home) or "table"
 
 
-def _past_rate(spec, store) -> float | None:
-    """Median seconds per image and epoch of up to 5 recent finished runs like `spec`."""
-    rates = []
-    for r in store.list(status="done", limit=200):
-        if r["backbone"] != spec.backbone or r["strategy"] != spec.strategy:
-            continue
-        seen = (r.get("num_train") or 0) + (r.get("num_val") or 0)
-        if r.get("train_seconds") and r.get("epoch") and seen:
-            rates.append(r["train_seconds"] / (r["epoch"] * seen))
-        if len(rates) >= 5:
-            break
-    return sorted(rates)[len(rates) // 2] if rates else None
+@dataclass(frozen=True)
+class Cost:
+    """A run's predicted seconds, by kind: what every run pays, the one-off work (decoding,
+    caches, the final evaluation) and one epoch."""
+
+    fixed: float
+    one_off: float
+    epoch: float
+
+    def total(self, epochs: int) -> float:
+        return self.fixed + self.one_off + epochs * self.epoch
 
 
-def _device_scale(spec) -> float:
-    from tl_core.train import resolve_device, usable_cpus
+def _device_type(device: str | None) -> str:
+    return "cuda" if device and "cuda" in device else "cpu"
+
+
+def _spec_device(spec) -> str:
+    from tl_core.train import resolve_device
 
     try:
-        device = resolve_device(spec.train.device).type
+        return resolve_device(spec.train.device).type
     except LabError:
-        device = "cpu"
-    return (1 / _GPU_SPEEDUP) if device == "cuda" else 1 / max(1, usable_cpus())
+        return "cpu"
+
+
+def table_cost(spec, num_train: int, num_val: int) -> Cost:
+    """The registries' cost model: backbone (`Backbone.cpu_cost`, per image and core) x
+    strategy (its fast path and `Strategy.cost_factor`) x images x epochs, one-off costs
+    counted apart. Unknown names raise LabError with the valid choices."""
+    from tl_core.models import get_backbone
+    from tl_core.strategies import get_strategy
+    from tl_core.train import usable_cpus
+
+    backbone, strategy = get_backbone(spec.backbone), get_strategy(spec.strategy)
+    step, fwd = backbone.cpu_cost
+    scale = 1 / _GPU_SPEEDUP if _spec_device(spec) == "cuda" else 1 / max(1, usable_cpus())
+    path = strategy.fast_path if spec.fast else None
+    views = 1 if spec.augment == "none" else spec.feature_views
+    one_off = (num_train + num_val) * _DECODE_SECONDS
+    factor = strategy.cost_factor if path else max(strategy.cost_factor, fwd / step)
+    through_network = (num_train * step + num_val * fwd) * scale * factor
+    if path in ("features", "probe", "prefix"):  # one frozen forward pass per view, once
+        one_off += (num_train * views + num_val) * fwd * scale
+    if path == "features":
+        epoch = (num_train + num_val) * _HEAD_EPOCH_SECONDS
+    elif path == "prefix":  # the last K layer groups train; cost_factor is for K = 1
+        epoch = through_network * spec.trainable_blocks
+    else:
+        epoch = through_network
+        one_off += num_val * fwd * scale  # the final evaluation through the whole network
+    if path == "probe":  # the head's epochs on cached features first
+        one_off += spec.train.probe_epochs * (num_train + num_val) * _HEAD_EPOCH_SECONDS
+    return Cost(_FIXED_SECONDS, one_off, epoch)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured against predicted seconds of finished runs of one backbone x strategy."""
+
+    fixed: float | None  # median seconds outside decoding, caches and training
+    one_off: float | None  # measured / table, over the runs where the table predicts some
+    epoch: float | None
+    runs: int
+
+
+_fits: dict[str, tuple[float, dict]] = {}
+_timings: dict[tuple[str, str], dict | None] = {}
+
+
+def _run_timings(store, run_id: str) -> dict | None:
+    """A finished run's timings.json (None if absent); read once per run and process."""
+    key = (str(store.db_path), run_id)
+    if key not in _timings:
+        from tl_core.run import TIMINGS_FILE
+
+        try:
+            _timings[key] = store.read_json(run_id, TIMINGS_FILE)
+        except (LabError, OSError, ValueError):
+            _timings[key] = None
+    return _timings[key]
+
+
+def _measured(run: dict, timings: dict) -> tuple[Cost, Cost] | None:
+    """(measured, table) costs of a finished run; None when it cannot be compared."""
+    from tl_core.jobs import RunSpec
+
+    epochs = timings.get("epoch_seconds") or []
+    if not (run.get("started") and run.get("finished") and epochs and run.get("num_train")):
+        return None
+    try:
+        spec = RunSpec.from_dict(run["config"])
+        table = table_cost(spec, run["num_train"], run.get("num_val") or 0)
+    except (LabError, KeyError, TypeError, ValueError):
+        return None
+    one_off = (timings.get("decode_seconds") or 0.0) + (timings.get("cache_seconds") or 0.0)
+    wall = run["finished"] - run["started"]
+    fixed = wall - one_off - (timings.get("train_seconds") or sum(epochs))
+    return Cost(max(0.0, fixed), one_off, sum(epochs) / len(epochs)), table
+
+
+def _ratio(pairs: list[tuple[float, float]], least: float) -> float | None:
+    """sum(measured) / sum(table) over the pairs whose table value is at least `least`."""
+    kept = [(m, t) for m, t in pairs if t >= least]
+    return sum(m for m, _ in kept) / sum(t for _, t in kept) if kept else None
+
+
+def calibrations(store) -> dict[tuple[str, str, str], Calibration]:
+    """(backbone, strategy, device type) -> Calibration, from up to 5 recent finished runs
+    each (their records and timings.json); reused for `_FIT_TTL` seconds."""
+    key = str(store.db_path)
+    cached = _fits.get(key)
+    if cached and time.monotonic() - cached[0] < _FIT_TTL:
+        return cached[1]
+    pairs: dict[tuple[str, str, str], list[tuple[Cost, Cost]]] = {}
+    for run in store.list(status="done", limit=300):
+        group = (run["backbone"], run["strategy"], _device_type(run.get("device")))
+        if len(pairs.get(group, ())) >= _MEASURED_RUNS:
+            continue
+        timings = _run_timings(store, run["id"])
+        measured = timings and _measured(run, timings)
+        if measured:
+            pairs.setdefault(group, []).append(measured)
+    fits = {}
+    for group, runs in pairs.items():
+        fixed = sorted(m.fixed for m, _ in runs)[len(runs) // 2]
+        one_off = _ratio([(m.one_off, t.one_off) for m, t in runs], least=0.2)
+        epoch = _ratio([(m.epoch, t.epoch) for m, t in runs], least=0.02)
+        fits[group] = Calibration(fixed, one_off, epoch, len(runs))
+    _fits[key] = (time.monotonic(), fits)
+    return fits
 
 
 def estimate_seconds(spec, num_train: int, num_val: int, store=None) -> Estimate:
-    """How long a run of `spec` on this many images should take on this machine.
+    """How long a run of `spec` on this many images should take on this machine: the
+    table's cost model (`table_cost`), each part scaled by what finished runs of the same
+    backbone and strategy took here ("measured here") when the store has some.
 
     An unknown backbone or strategy raises LabError (with the valid choices).
     """
-    from tl_core.models import get_backbone
-    from tl_core.strategies import get_strategy
-
-    backbone, strategy = get_backbone(spec.backbone), get_strategy(spec.strategy)
-    epochs = spec.train.epochs
-    images = max(1, num_train + num_val)
-    rate = _past_rate(spec, store) if store is not None else None
-    if rate is not None:
-        return Estimate(rate * epochs * images, "past runs here")
-    train_cost, fwd_cost = backbone.cpu_cost
-    scale = _device_scale(spec)
-    seconds = 0.0
-    if strategy.fast_path in ("features", "probe") and spec.fast:  # the feature pass, the head
-        views = 1 if spec.augment == "none" else spec.feature_views
-        seconds += (num_train * views + num_val) * fwd_cost * scale
-        head_epochs = epochs if strategy.fast_path == "features" else spec.train.probe_epochs
-        seconds += head_epochs * _HEAD_EPOCH_SECONDS * images
-    if strategy.fast_path != "features" or not spec.fast:  # epochs through the network
-        step = train_cost * strategy.cost_factor
-        seconds += epochs * (num_train * step + num_val * fwd_cost) * scale
-        seconds += num_train * _DECODE_SECONDS
-    return Estimate(seconds + _OVERHEAD_SECONDS, "rough table")
+    table = table_cost(spec, num_train, num_val)
+    fit = None
+    if store is not None:
+        fit = calibrations(store).get((spec.backbone, spec.strategy, _spec_device(spec)))
+    if fit is None:
+        return Estimate(table.total(spec.train.epochs), "table")
+    cost = Cost(
+        table.fixed if fit.fixed is None else fit.fixed,
+        table.one_off * (1.0 if fit.one_off is None else fit.one_off),
+        table.epoch * (1.0 if fit.epoch is None else fit.epoch),
+    )
+    return Estimate(cost.total(spec.train.epochs), "measured here")
 
 
 def image_counts(spec) -> tuple[int, int]:
