@@ -400,3 +400,15 @@ def test_runs_on_another_device_or_without_timings_do_not_calibrate(two_cores) -
     estimate = schedule.estimate_seconds(spec, 245, 153, store)
     assert estimate.basis == "table"
     assert estimate.seconds == pytest.approx(schedule.table_cost(spec, 245, 153).total(2))
+
+
+def test_check_estimates_refuses_a_missing_folder_with_one_line(tmp_path, capsys) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "check_estimates.py"
+    module_spec = importlib.util.spec_from_file_location("check_estimates", path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+    assert script.main(["--data", str(tmp_path / "absent")]) == 2
+    assert "no data set folder" in capsys.readouterr().err

@@ -123,13 +123,13 @@ def _run_timings(store, run_id: str) -> dict | None:
 
 def _measured(run: dict, timings: dict) -> tuple[Cost, Cost] | None:
     """(measured, table) costs of a finished run; None when it cannot be compared."""
-    from tl_core.jobs import RunSpec
+    from tl_core.spec import RunSpec
 
     epochs = timings.get("epoch_seconds") or []
     if not (run.get("started") and run.get("finished") and epochs and run.get("num_train")):
         return None
     try:
-        spec = RunSpec.from_dict(run["config"])
+        spec = RunSpec.from_dict(run["config"], trusted=True)  # validated when queued
         table = table_cost(spec, run["num_train"], run.get("num_val") or 0)
     except (LabError, KeyError, TypeError, ValueError):
         return None
