@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import machine, workspaces
+from tl_core import machine, paths, workspaces
 from tl_core.errors import LabError
 from tl_core.fmt import format_duration
 from tl_core.recipes import CLASSROOM, plan, queue_recipe
@@ -121,8 +121,15 @@ with st.sidebar:
         help="Keeps your data sets and runs apart from others' on a shared server.",
     )
 
+
+@st.cache_data(ttl=2, show_spinner=False)
+def runs_waiting(home: str) -> bool:
+    """Whether any run is queued or running: one store read every 2 s for all sessions."""
+    return bool(RunStore(home).queue())
+
+
 # Runs left queued (a server restart, a Space waking up) resume without a click.
-if RunStore().queue():
+if runs_waiting(str(paths.lab_home())):
     ensure_worker()
 
 page = st.navigation(

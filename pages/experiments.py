@@ -27,8 +27,28 @@ store = RunStore()
 
 @st.cache_data(ttl=60, show_spinner=False)
 def split_sizes(data: str, per_class: int | None) -> tuple[int, int, int]:
-    split = scan_dataset(data, per_class=per_class)
+    split = scan_dataset(data, per_class=per_class, hash_content=False)  # never hash on a page
     return len(split.train), len(split.val), len(split.classes)
+
+
+@st.cache_data(ttl=1, show_spinner=False)
+def lab_queue(home: str) -> tuple[list[dict], dict]:
+    """Every workspace's running and queued runs in worker order, and the worker's state:
+    read once a second for all sessions together (plain data; pages filter it)."""
+    return queue_view(RunStore(home)), worker_status(home)
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def latest_runs(home: str, workspace: str) -> list[dict]:
+    """The runs of the workspace's latest comparison or recipe stage, shared by sessions."""
+    group = RunStore(home).latest_group(workspace=workspace)
+    return RunStore(home).list(group_id=group) if group else []
+
+
+def queue_changed() -> None:
+    """After this session queued or cancelled runs: read the store again on the next view."""
+    lab_queue.clear()
+    latest_runs.clear()
 
 
 @st.cache_data(show_spinner=False)
@@ -77,6 +97,7 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
     except LabError as exc:
         st.error(str(exc))
         return
+    queue_changed()
     ensure_worker()
     st.success(f"Recipe {name} queued; later stages wait for the one before.")
 
@@ -330,6 +351,7 @@ else:
         except LabError as exc:
             st.error(str(exc))
         else:
+            queue_changed()
             ensure_worker()
             st.success(f"Queued {len(ids)} run(s). They train in the background; watch them below.")
 
@@ -338,6 +360,7 @@ recipes_panel()
 
 def cancel(run_id: str) -> None:
     store.request_cancel(run_id)
+    queue_changed()
 
 
 def cancel_all(group: str) -> None:
@@ -345,6 +368,12 @@ def cancel_all(group: str) -> None:
         groups.cancel_group(store, group)
     except LabError as exc:
         st.session_state["cancel_error"] = str(exc)
+    queue_changed()
+
+
+def workspace_queue() -> tuple[list[dict], dict]:
+    view, worker = lab_queue(str(store.home))
+    return [r for r in view if (r.get("workspace") or "") == ws], worker
 
 
 def group_buttons(view: list[dict]) -> None:
@@ -362,11 +391,13 @@ def group_buttons(view: list[dict]) -> None:
             )
 
 
-@st.fragment(run_every=2)
-def queue_panel() -> None:
+def queue_panel(refreshing: bool) -> None:
+    """The workspace's queue; `refreshing`: this fragment reruns itself every 2 s (only
+    while something is queued or running here)."""
+    view, worker = workspace_queue()
+    if refreshing and not view:  # all finished: the whole page once, then no timer
+        st.rerun()
     st.subheader("Queue")
-    view = queue_view(store, ws)
-    worker = worker_status()
     if view and not worker["running"]:
         ensure_worker()
         st.caption("Starting the background worker…")
@@ -393,9 +424,8 @@ def queue_panel() -> None:
                     f"in {format_duration(wait)} (takes about {format_duration(run['estimate'])})"
                 )
             right.button("Cancel", key=f"cancel_{run['id']}", on_click=cancel, args=(run["id"],))
-    group = store.latest_group(workspace=ws)
-    if group:
-        runs = store.list(group_id=group)
+    runs = latest_runs(str(store.home), ws)
+    if runs:
         finished = [r for r in runs if r["status"] in ("done", "failed", "cancelled")]
         if finished:
             st.subheader("Latest comparison")
@@ -419,4 +449,5 @@ def queue_panel() -> None:
                 )
 
 
-queue_panel()
+active = bool(workspace_queue()[0])
+st.fragment(queue_panel, run_every=2 if active else None)(active)

@@ -412,3 +412,70 @@ def test_check_estimates_refuses_a_missing_folder_with_one_line(tmp_path, capsys
     module_spec.loader.exec_module(script)
     assert script.main(["--data", str(tmp_path / "absent")]) == 2
     assert "no data set folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the queue panel
+
+
+@pytest.fixture
+def app_env(monkeypatch, stripes):
+    """No worker started by the pages; the stripes set imported; fragments recorded."""
+    import streamlit
+
+    from tl_core.data.sources import import_folder
+
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+    import_folder(stripes, "stripes")
+    calls: list = []
+    real = streamlit.fragment
+
+    def recording(func=None, *, run_every=None):
+        calls.append((getattr(func, "__name__", None), run_every))
+        return real(func, run_every=run_every)
+
+    monkeypatch.setattr(streamlit, "fragment", recording)
+    return calls
+
+
+def _panel_timer(calls: list) -> object:
+    (timer,) = [every for name, every in calls if name == "queue_panel"]
+    return timer
+
+
+def test_the_queue_panel_does_not_refresh_itself_with_nothing_queued(app_env) -> None:
+    from app_fixtures import app_at
+
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    assert "Nothing queued" in at.markdown[-1].value
+    assert _panel_timer(app_env) is None
+
+
+def test_the_queue_panel_refreshes_while_a_run_of_the_workspace_waits(app_env) -> None:
+    import streamlit
+    from app_fixtures import app_at
+
+    _queue(RunStore(), "elsewhere", 2)  # another workspace's runs: no timer here
+    at = app_at("pages/experiments.py", workspace="team-a")
+    assert _panel_timer(app_env) is None
+    app_env.clear()
+    _queue(RunStore(), "team-a", 1)
+    streamlit.cache_data.clear()  # as if the shared cache's second had passed
+    at = app_at("pages/experiments.py", workspace="team-a")
+    assert not at.exception
+    assert _panel_timer(app_env) == 2
+    waiting = [m.value for m in at.markdown if "queued, position" in m.value]
+    assert len(waiting) == 1 and "position 2" in waiting[0]  # one of elsewhere's goes first
+
+
+def test_the_experiments_page_never_hashes_a_data_set(app_env, monkeypatch) -> None:
+    import tl_core.data.folder as folder
+    from app_fixtures import app_at
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the page hashed a data set")
+
+    monkeypatch.setattr(folder, "content_hash", refuse)
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    assert len(at.dataframe) >= 1  # the preview, from the split's sizes
