@@ -469,8 +469,9 @@ def test_the_queue_panel_refreshes_while_a_run_of_the_workspace_waits(app_env) -
 
 
 def test_the_experiments_page_never_hashes_a_data_set(app_env, monkeypatch) -> None:
-    import tl_core.data.folder as folder
     from app_fixtures import app_at
+
+    import tl_core.data.folder as folder
 
     def refuse(*args, **kwargs):
         raise AssertionError("the page hashed a data set")
