@@ -3,7 +3,7 @@
     python scripts/check_estimates.py                    # hymenoptera, 10 epochs, fresh home
     python scripts/check_estimates.py --data PATH --epochs 10 --json
 
-Queues the classroom quick preset (on the built-in `shapes` set) and a comparison of every
+Queues the classroom quick recipe (on the generated `shapes` set) and a comparison of every
 strategy but probe_finetune on `--data` (efficientnet_lite0), in a fresh lab home unless
 `--home` names one. Just before each run starts it takes the estimate the queue view would
 show (`schedule.estimate_seconds` with the store, so earlier runs of the same backbone and
@@ -30,15 +30,15 @@ TARGET = 1.5
 
 
 def _cases(store, data: str, epochs: int) -> list[tuple[str, str]]:
-    """(label, run id) of the preset's runs, then the comparison's, queued in that order."""
+    """(label, run id) of the classroom preset's runs, then the comparison's, queued in
+    that order."""
     from tl_core.jobs import queue_runs
-    from tl_core.presets import PRESETS, queue_preset
+    from tl_core.recipes import queue_recipe
     from tl_core.spec import RunSpec
     from tl_core.train import TrainConfig
 
-    preset = PRESETS["classroom_quick"]
-    ids = queue_preset(store, preset.key, workspace="")
-    cases = [(f"classroom quick: {v.name}", i) for v, i in zip(preset.variants, ids, strict=True)]
+    ids = queue_recipe(store, "classroom_quick")
+    cases = [(f"classroom quick: {store.get(i)['strategy']}", i) for i in ids]
     base = RunSpec(
         data=str(Path(data).expanduser().resolve()),
         backbone="efficientnet_lite0",
