@@ -483,3 +483,29 @@ def test_the_experiments_page_never_hashes_a_data_set(app_env, monkeypatch) -> N
     at = app_at("pages/experiments.py")
     assert not at.exception
     assert len(at.dataframe) >= 1  # the preview, from the split's sizes
+
+
+def test_recipe_queue_records_every_stage_in_the_workspace(capsys) -> None:
+    out = _cli(capsys, "recipe", "classroom_quick", "--queue", "--workspace", "a", "--json")
+    runs = out["runs"]
+    assert out["launch_id"] and len(runs) == 2
+    assert {r["workspace"] for r in runs} == {"a"} and {r["status"] for r in runs} == {"queued"}
+    assert sorted(r["position"] for r in runs) == [1, 2]
+    assert all(r["data"] == "a--shapes" for r in runs)  # the workspace's own shapes set
+    assert {r["id"] for r in RunStore().list(workspace="a")} == {r["run_id"] for r in runs}
+
+
+def test_a_later_recipe_stage_waits_for_its_group_in_view_and_claim() -> None:
+    store = RunStore()
+    run = NewRun(data_path="/nowhere", backbone="small_cnn", strategy="scratch",
+                 config={"train": {"epochs": 1}}, workspace="a")  # fmt: skip
+    first = store.create_group([run, run], group_id="L-s0")
+    later = store.create_group([run], group_id="L-s1", depends_on="L-s0")
+    (other,) = _queue(store, "b", 1)
+    view = sorted(schedule.queue_view(store), key=lambda r: r["position"])
+    assert [r["id"] for r in view] == [first[0], other, first[1], *later]
+    claimed = []
+    while (got := store.claim_next()) is not None:
+        claimed.append(got["id"])
+        store.finish(got["id"], "done")
+    assert claimed == [r["id"] for r in view]

@@ -116,6 +116,22 @@ def _position(row: dict) -> int:
     return row["position"]
 
 
+def summaries(store, records: list[dict]) -> list[dict]:
+    """The CLI's run rows: `run_summary`, the workspace, and the queue fields."""
+    from tl_core.jobs import run_summary
+
+    rows = [{**run_summary(r), "workspace": r.get("workspace") or ""} for r in records]
+    return queue_fields(store, rows)
+
+
+def queued_text(rows: list[dict], workspace: str) -> str:
+    where = f"workspace {workspace}" if workspace else "the default workspace"
+    return (
+        f"queued {len(rows)} run(s) in {where}; the worker trains them "
+        f"(`python -m tl_core worker`, or the app starts one)\n{queue_table(rows)}"
+    )
+
+
 def emit(obj, as_json: bool, text: str) -> None:
     """The command's result on stdout: one JSON line with --json, else `text`."""
     if as_json:

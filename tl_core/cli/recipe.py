@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl_core.cli.common import add_json_flag, bars_on_stderr, emit, positive_int
+from tl_core.cli.common import (
+    add_json_flag,
+    add_queue_flags,
+    bars_on_stderr,
+    emit,
+    positive_int,
+    queued_text,
+    summaries,
+)
 from tl_core.errors import LabError
 from tl_core.fmt import percent
 from tl_core.recipes import OFFLINE_BACKBONE, RECIPES, Recipe, plan, run_recipe
+from tl_core.workspaces import check_workspace
 
 
 def _results_text(res: dict) -> str:
@@ -84,20 +93,47 @@ def _plan_text(p) -> str:
     return "\n".join(lines)
 
 
+def _queue_plan(p, workspace: str, as_json: bool) -> int:
+    """Build the plan's data and queue every stage for the worker, within the queue limits;
+    print the runs with their positions: {"launch_id", "runs"} with --json."""
+    from tl_core.recipes import launch_runs, prepare_data, start_recipe
+    from tl_core.runs import RunStore
+    from tl_core.workspaces import check_room
+
+    store = RunStore()
+    check_room(store, workspace, len(p.specs))
+    prepare_data(p)
+    launch_id = start_recipe(store, p, workspace=workspace)
+    rows = summaries(store, [r for stage in launch_runs(store, launch_id) for r in stage])
+    text = queued_text(rows, workspace)
+    text += f"\nlaunch {launch_id}; cancel it with python -m tl_core cancel --group {launch_id}"
+    emit({"launch_id": launch_id, "runs": rows}, as_json, text)
+    return 0
+
+
 def cmd_recipe(args: argparse.Namespace) -> int:
     if args.list:
         emit([_recipe_row(r) for r in RECIPES.values()], args.json, _list_text())
         return 0
     if not args.name:
         raise LabError(f"name a recipe, or use --list; recipes: {', '.join(RECIPES)}")
+    workspace = check_workspace(args.workspace)
     p = plan(
-        args.name, args.data, args.offline, epochs=args.epochs, seeds=args.seeds, sizes=args.sizes
+        args.name,
+        args.data,
+        args.offline,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        sizes=args.sizes,
+        workspace=workspace,
     )
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.dry_run:
         emit(p.to_dict(), args.json, _plan_text(p))
         return 0
+    if args.queue:
+        return _queue_plan(p, workspace, args.json)
     with bars_on_stderr() as bars:
 
         def on_run(n: int, total: int, record: dict) -> None:
@@ -108,7 +144,13 @@ def cmd_recipe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-        res = run_recipe(p, on_run=on_run, on_progress=bars.progress, on_status=bars.status)
+        res = run_recipe(
+            p,
+            on_run=on_run,
+            on_progress=bars.progress,
+            on_status=bars.status,
+            workspace=workspace,
+        )
     emit(res, args.json, _results_text(res))
     return 0 if res["status"] == "done" else 1
 
@@ -140,5 +182,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="data-efficiency: images per class, e.g. 5,10,all",
     )
+    add_queue_flags(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_recipe)

@@ -17,9 +17,10 @@ from tl_core.cli.common import (
     emit,
     open_store,
     positive_int,
-    queue_fields,
     queue_table,
+    queued_text,
     runs_table,
+    summaries,
 )
 from tl_core.cli.options import add_config_options, config_from_args
 from tl_core.errors import LabError
@@ -55,20 +56,12 @@ def _queue_args(args: argparse.Namespace) -> dict:
     return {"workspace": args.workspace, "queue": args.queue}
 
 
-def summaries(store, records: list[dict]) -> list[dict]:
-    """The CLI's run rows: `run_summary`, the workspace, and the queue fields."""
-    from tl_core.jobs import run_summary
+def _queue_args(args: argparse.Namespace) -> dict:
+    """--workspace (checked, lowercase) and --queue, as `spec_from_args` takes them."""
+    from tl_core.workspaces import check_workspace
 
-    rows = [{**run_summary(r), "workspace": r.get("workspace") or ""} for r in records]
-    return queue_fields(store, rows)
-
-
-def queued_text(rows: list[dict], workspace: str) -> str:
-    where = f"workspace {workspace}" if workspace else "the default workspace"
-    return (
-        f"queued {len(rows)} run(s) in {where}; the worker trains them "
-        f"(`python -m tl_core worker`, or the app starts one)\n{queue_table(rows)}"
-    )
+    args.workspace = check_workspace(args.workspace)
+    return {"workspace": args.workspace, "queue": args.queue}
 
 
 def _queue_specs(args: argparse.Namespace, specs: list[RunSpec]) -> list[dict]:

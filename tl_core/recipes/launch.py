@@ -165,10 +165,11 @@ def run_recipe(
     on_run: RunCallback | None = None,
     on_progress: Callable | None = None,
     on_status: Callable[[str, int, int], None] | None = None,
+    workspace: str = "",
 ) -> dict:
-    """Prepare the data and train every stage here, one run after another; returns
-    `recipe_results` for the launch. A failed run is recorded and the others go on (runs
-    that start from it fail with the reason)."""
+    """Prepare the data and train every stage here, one run after another, recorded in
+    `workspace`; returns `recipe_results` for the launch. A failed run is recorded and the
+    others go on (runs that start from it fail with the reason)."""
     from tl_core.recipes.results import recipe_results
 
     store = store or RunStore()
@@ -176,7 +177,7 @@ def run_recipe(
         plan,
         on_progress=None if on_status is None else lambda d, t, m: on_status(f"data: {m}", d, t),
     )
-    launch_id = start_recipe(store, plan)
+    launch_id = start_recipe(store, plan, workspace=workspace)
     groups = [stage_group(launch_id, k) for k in range(len(plan.stages))]
     done = 0
     while (record := store.claim_next(groups=groups)) is not None:
