@@ -108,7 +108,8 @@ def prepare_fast_path(
     if fast_path == "features":
         return _prepare_features(spec, built, data, runtime, on_progress)
     if fast_path == "probe":
-        return _prepare_probe(spec, built, data, runtime, on_progress, should_stop)
+        features = _prepare_features(spec, built, data, runtime, on_progress)
+        return _probe_then_images(spec, built, data, runtime, features, on_progress, should_stop)
     if fast_path == "prefix":
         parts = feats.split_frozen_prefix(
             built.model, built.backbone, spec.strategy, spec.trainable_blocks
@@ -236,21 +237,21 @@ def _prepare_prefix(
     )
 
 
-def _prepare_probe(
+def _probe_then_images(
     spec: RunSpec,
     built: BuiltModel,
     data: RunData,
     runtime: Runtime,
+    features: Prepared,
     on_progress: ProgressFn,
     should_stop: Callable[[], bool],
 ) -> Prepared:
     """probe_finetune: the head first, alone on the feature_extractor path's cached features
-    (`tl_core.probe`); then every layer trains on images, from that head.
+    (`features`, `tl_core.probe`); then every layer trains on images, from that head.
 
     A resumed run probes again (features from the disk cache, seconds), and its checkpoint
     then replaces the whole model.
     """
-    features = _prepare_features(spec, built, data, runtime, on_progress)
     probe_head(
         features.net,
         features.train_set,
