@@ -12,6 +12,7 @@ from tl_core.data.builtin import build_shapes
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec
 from tl_core.lr_find import DIVERGE, LRFindConfig, find_lr, suggest_lr
+from tl_core.progress import Progress
 from tl_core.train import TrainConfig
 
 
@@ -62,6 +63,18 @@ def test_the_curve_of_a_pretrained_backbone_fine_tuned_with_a_lower_backbone_rat
     result = find_lr(spec, sweep)
     _check_curve(result, sweep)
     assert result["backbone_lr_mult"] == 0.1
+
+
+def test_the_finder_reports_decoding_and_its_sweep_as_progress_events(shapes) -> None:
+    events: list[Progress] = []
+    sweep = LRFindConfig(start_lr=1e-4, end_lr=1e-2, num_iter=8)
+    result = find_lr(_spec(shapes, "small_cnn", "scratch"), sweep, on_progress=events.append)
+    assert {e.stage for e in events} == {"decode", "sweep"}
+    decode = [e for e in events if e.stage == "decode"]
+    assert decode[-1].done == decode[-1].total == 24
+    sweeps = [e for e in events if e.stage == "sweep"]
+    assert [e.done for e in sweeps] == list(range(1, len(result["lrs"]) + 1))
+    assert {e.total for e in sweeps} == {8} and sweeps[0].message == "learning-rate sweep"
 
 
 def test_suggestion_is_a_tenth_of_the_minimums_rate_past_the_first_tenth() -> None:

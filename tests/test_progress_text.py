@@ -37,7 +37,7 @@ def _stats(epoch: int) -> EpochStats:
 def test_just_after_epoch_one_the_line_says_epoch_two_from_its_start() -> None:
     store = RunStore()
     run_id = _running(store)
-    report = RunReporter(store, run_id, None, None, every=0.0)
+    report = RunReporter(store, run_id, None, every=0.0)
     report(_batch(1, 16))  # the last batch: validation follows
     assert running_progress(_view(store, run_id))[1].startswith("epoch 1/3, validating")
     report(_batch(1, 16, stats=_stats(1)))  # epoch 1 done, with validation

@@ -438,3 +438,32 @@ def test_queue_recipe_is_one_click_within_the_workspace_limit(monkeypatch) -> No
     with pytest.raises(LabError, match="limit of 4"):
         recipes.queue_recipe(store, "strategies", workspace="team-a", request_id="click2")
     assert len(store.list()) == 2
+
+
+def test_run_recipe_reports_building_its_data_and_its_runs_as_progress_events() -> None:
+    from tl_core.progress import Progress
+    from tl_core.recipes import DataStep, run_recipe
+    from tl_core.spec import RunSpec
+    from tl_core.train import TrainConfig
+
+    name = next(iter(RECIPES))
+    config = TrainConfig(epochs=1, batch_size=8, precision="fp32")
+    spec = RunSpec(
+        data="tiny-shapes", backbone="small_cnn", strategy="scratch", recipe=name, train=config
+    )
+    p = Plan(
+        name,
+        "one tiny run",
+        True,
+        None,
+        (Stage("one", (spec,)),),
+        prepare=(DataStep("shapes", "tiny-shapes", per_class=3),),
+    )
+    events: list[Progress] = []
+    res = run_recipe(p, on_progress=events.append)
+    assert res["status"] == "done"
+    assert all(isinstance(e, Progress) for e in events)
+    data = [e for e in events if e.stage == "data"]
+    assert data[-1].done == data[-1].total == 4 * (3 + 10)  # shapes: 10 validation per class
+    assert all(e.message.startswith("data: ") for e in data)
+    assert events.index(data[-1]) < min(i for i, e in enumerate(events) if e.stage == "train")

@@ -15,7 +15,6 @@ from tl_core.run import (  # noqa: F401 - re-exported
     PREDICTIONS_FILE,
     TIMINGS_FILE,
     WEIGHTS_FILE,
-    StatusFn,
     execute_run,
     init_state,
 )

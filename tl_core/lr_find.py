@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tl_core.errors import LabError
+from tl_core.progress import Progress, ProgressFn
 from tl_core.train import (
     Cancelled,
     TrainConfig,
@@ -158,13 +159,23 @@ def lr_sweep(
     return LRFindResult(lrs, smoothed, raw, suggest_lr(lrs, smoothed), stopped)
 
 
+def _sweep_progress(on_progress: ProgressFn) -> Callable[[int, int], None]:
+    def on_batch(done: int, total: int) -> None:
+        on_progress(Progress("sweep", done, total, "learning-rate sweep"))
+
+    return on_batch
+
+
 def find_lr(
     spec,
     sweep: LRFindConfig | None = None,
     *,
-    on_status: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> dict:
-    """The finder for a run's spec (`tl_core.jobs.RunSpec`): its data, model and strategy.
+    """The finder for a run's spec (`tl_core.spec.RunSpec`): its data, model and strategy.
+
+    `on_progress` receives the decoding of the training images, then the sweep's batches
+    (stage "sweep"), as `tl_core.progress.Progress` events.
 
     Returns the JSON of the CLI contract: `lrs`, `losses`, `suggested_lr`, plus the raw
     losses, why it stopped, and what it ran on.
@@ -185,10 +196,7 @@ def find_lr(
     )
     backbone = get_backbone(spec.backbone)
     pre = Preprocessing.for_backbone(backbone)
-    status = on_status or (lambda message, done, total: None)
-    images = decode_items(
-        split.train, pre.resize_size, on_progress=lambda p: status(p.message, p.done, p.total)
-    )
+    images = decode_items(split.train, pre.resize_size, on_progress=on_progress)
     if not images.images:
         raise LabError("no readable training images; check the data set on the Data page")
     seed_everything(spec.train.seed)
@@ -210,7 +218,7 @@ def find_lr(
         set_train_mode=set_train_mode,
         device=device,
         precision=resolve_precision(spec.train.precision, device),
-        on_batch=lambda d, t: status("learning-rate sweep", d, t),
+        on_batch=None if on_progress is None else _sweep_progress(on_progress),
     )
     return {
         **result.to_dict(),

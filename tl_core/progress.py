@@ -1,7 +1,8 @@
 """The one progress event of the library, and the type of the callback that receives it.
 
 Every long step reports through `on_progress(Progress)`: decoding images, caching features or
-frozen-prefix outputs, training batches and finished epochs. `stage` says which step; `done`
+frozen-prefix outputs, training batches and finished epochs; building a recipe's data set
+("data") and the learning-rate finder's sweep ("sweep") too. `stage` says which step; `done`
 and `total` count its work (images, or batches of an epoch); training events also carry the
 epoch, the running loss and accuracy, and `epoch_stats` once an epoch (with validation) ends.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-STAGES = ("decode", "features", "prefix", "probe", "resume", "train")
+STAGES = ("data", "decode", "features", "prefix", "probe", "resume", "sweep", "train")
 
 
 @dataclass

@@ -23,7 +23,6 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -53,7 +52,6 @@ META_FILE = "meta.json"
 PREDICTIONS_FILE = "predictions.json"
 TIMINGS_FILE = "timings.json"  # one-off costs (decoding, caches) apart from training
 CHECKPOINT_FILE = "checkpoint.pt"  # the state after the last finished epoch, for `resume`
-StatusFn = Callable[[str, int, int], None]  # deprecated: (message, done, total); see execute_run
 
 
 def execute_run(
@@ -61,15 +59,11 @@ def execute_run(
     run_id: str,
     *,
     on_progress: ProgressFn | None = None,
-    on_status: StatusFn | None = None,
     heartbeat_every: float = 1.0,
 ) -> dict:
     """Train the queued (or just created) run `run_id`; returns its final record.
 
     `on_progress` receives every `Progress` event of the run (decoding, caches, training).
-    `on_status` is the old (message, done, total) callback, kept until its callers move to
-    `on_progress`: when given, it receives the non-training events and `on_progress` only
-    the training ones.
 
     A run that stopped part-way (its process killed, a full disk) and left a checkpoint
     continues from its last finished epoch. Out of GPU memory, it is retried once with half the
@@ -80,7 +74,7 @@ def execute_run(
     if record["status"] != "running":
         store.mark_running(run_id)
     spec = RunSpec.from_dict(record["config"], trusted=True)
-    report = RunReporter(store, run_id, on_progress, on_status, heartbeat_every)
+    report = RunReporter(store, run_id, on_progress, heartbeat_every)
     try:
         _run(store, run_id, spec, report)
     except LabError as exc:
@@ -169,11 +163,10 @@ class RunReporter:
         store: RunStore,
         run_id: str,
         on_progress: ProgressFn | None,
-        on_status: StatusFn | None,
         every: float,
     ) -> None:
         self.store, self.run_id, self.every = store, run_id, every
-        self.on_progress, self.on_status = on_progress, on_status
+        self.on_progress = on_progress
         self.last_beat = 0.0
         self.cancel_checked = 0.0
         self.cancelled = False
@@ -197,9 +190,7 @@ class RunReporter:
         elif now - self.last_beat >= self.every or p.done == p.total:
             self.last_beat = now
             self.store.heartbeat(self.run_id, phase=p.message, batch=p.done, batches=p.total)
-        if self.on_status is not None and p.stage != "train":
-            self.on_status(p.message, p.done, p.total)
-        elif self.on_progress is not None:
+        if self.on_progress is not None:
             self.on_progress(p)
 
     def should_stop(self) -> bool:

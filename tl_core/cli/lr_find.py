@@ -32,7 +32,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     sweep = config_from_args(LRFindConfig, args).validate()
     spec = spec_from_args(args, args.strategy)
     with bars_on_stderr() as bars:
-        result = find_lr(spec, sweep, on_status=bars.status)
+        result = find_lr(spec, sweep, on_progress=bars.progress)
     if args.json:
         print(lr_find_text(result), file=sys.stderr)
     emit(result, args.json, lr_find_text(result))

@@ -144,13 +144,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-        res = run_recipe(
-            p,
-            on_run=on_run,
-            on_progress=bars.progress,
-            on_status=bars.status,
-            workspace=workspace,
-        )
+        res = run_recipe(p, on_run=on_run, on_progress=bars.progress, workspace=workspace)
     emit(res, args.json, _results_text(res))
     return 0 if res["status"] == "done" else 1
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec, execute_run, queue_runs
+from tl_core.progress import Progress, ProgressFn
 from tl_core.recipes.model import Plan, Stage
 from tl_core.recipes.planning import SOURCE_PREFIX, dataset_exists, plan
 from tl_core.runs import FINISHED, GROUP_REF, RunStore
 
-ProgressFn = Callable[[int, int, str], None]
+DataProgressFn = Callable[[int, int, str], None]  # a data builder's (done, total, what)
 RunCallback = Callable[[int, int, dict], None]  # (run number, total, queued run record)
 
 
@@ -42,7 +43,7 @@ def bind_stage(stage: Stage, groups: list[str]) -> list[RunSpec]:
     return out
 
 
-def prepare_data(plan: Plan, on_progress: ProgressFn | None = None) -> None:
+def prepare_data(plan: Plan, on_progress: DataProgressFn | None = None) -> None:
     """Build the data sets the plan needs and does not have yet (a download when online)."""
     from tl_core.data.builtin import build_builtin, make_source_target
     from tl_core.data.store import load_manifest
@@ -158,25 +159,31 @@ def launch_status(store: RunStore, launch_id: str) -> LaunchStatus:
     )
 
 
+def _data_progress(on_progress: ProgressFn) -> DataProgressFn:
+    """A data builder's (done, total, what) callback, as the library's `Progress` event."""
+
+    def report(done: int, total: int, what: str) -> None:
+        on_progress(Progress("data", done, total, f"data: {what}"))
+
+    return report
+
+
 def run_recipe(
     plan: Plan,
     store: RunStore | None = None,
     *,
     on_run: RunCallback | None = None,
-    on_progress: Callable | None = None,
-    on_status: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     workspace: str = "",
 ) -> dict:
     """Prepare the data and train every stage here, one run after another, recorded in
     `workspace`; returns `recipe_results` for the launch. A failed run is recorded and the
-    others go on (runs that start from it fail with the reason)."""
+    others go on (runs that start from it fail with the reason). `on_progress` receives
+    every `Progress` event: building the data (stage "data") and each run's steps."""
     from tl_core.recipes.results import recipe_results
 
     store = store or RunStore()
-    prepare_data(
-        plan,
-        on_progress=None if on_status is None else lambda d, t, m: on_status(f"data: {m}", d, t),
-    )
+    prepare_data(plan, on_progress=None if on_progress is None else _data_progress(on_progress))
     launch_id = start_recipe(store, plan, workspace=workspace)
     groups = [stage_group(launch_id, k) for k in range(len(plan.stages))]
     done = 0
