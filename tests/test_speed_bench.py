@@ -37,6 +37,23 @@ def test_scaled_dataset_keeps_classes_and_proportions(stripes, tmp_path) -> None
     assert make_scaled_dataset(stripes, 60, tmp_path / "scaled") == out  # made once
 
 
+def test_scaled_dataset_reads_sources_through_the_bounded_loader(stripes, tmp_path) -> None:
+    from PIL import Image
+
+    # A 400x20 strip: PIL opens it, the lab's loader refuses its aspect ratio.
+    for i in range(3):
+        Image.new("RGB", (400, 20), (200, 30, 30)).save(stripes / "horizontal" / f"strip{i}.png")
+    strips = [i.path for i in scan_dataset(stripes).train if "strip" in i.path]
+    assert strips  # the stratified split keeps some for training
+    out = make_scaled_dataset(stripes, 60, tmp_path / "scaled")
+    made = sorted((out / "horizontal").glob("*.jpg"))
+    assert len(made) >= 30  # the class keeps its share of the 60
+    for path in made:
+        with Image.open(path) as img:
+            w, h = img.size
+        assert max(w, h) <= 2 * min(w, h), path  # crops of the 40x40 stripes only
+
+
 def test_bench_rejects_an_unknown_strategy_with_exit_2(stripes, capsys) -> None:
     code = main(["bench", "--data", str(stripes), "--backbone", "small_cnn", "--strategy", "x"])
     assert code == 2

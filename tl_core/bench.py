@@ -385,10 +385,11 @@ def make_scaled_dataset(source: str | Path, size: int, dest: Path, *, seed: int 
     Image k of a class is source image k mod n, as is for the first n; later copies are a
     random crop (50-100 % of each side), a random flip and a brightness change of it, saved
     as JPEG quality 90, so they cost as much to decode as the originals. Classes keep the
-    source's proportions. Made once per (size, seed): an existing complete folder is reused.
+    source's proportions. Source images are read by the lab's one bounded loader
+    (`images.load_rgb`: its format allowlist and size limits); one it refuses is left out,
+    as training leaves it out. Made once per (size, seed): an existing complete folder is
+    reused.
     """
-    from PIL import Image, ImageEnhance, ImageOps
-
     from tl_core.data.folder import scan_dataset
 
     split = scan_dataset(source)
@@ -404,20 +405,44 @@ def make_scaled_dataset(source: str | Path, size: int, dest: Path, *, seed: int 
         folder = dest / split.classes[label]
         folder.mkdir(parents=True, exist_ok=True)
         n_out = max(2, round(size * len(files) / total))
-        for k in range(n_out):
-            with Image.open(files[k % len(files)]) as src:
-                img = src.convert("RGB")
+        for k, img in enumerate(_source_images(files, n_out, split.classes[label])):
             if k >= len(files):
-                w, h = img.size
-                cw, ch = int(w * rng.uniform(0.5, 1)), int(h * rng.uniform(0.5, 1))
-                x, y = rng.randrange(w - cw + 1), rng.randrange(h - ch + 1)
-                img = img.crop((x, y, x + cw, y + ch))
-                if rng.random() < 0.5:
-                    img = ImageOps.mirror(img)
-                img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+                img = _varied_copy(img, rng)
             img.save(folder / f"{k:05d}.jpg", quality=90)
     done.write_text("ok\n")
     return dest
+
+
+def _source_images(files: list[str], count: int, label: str):
+    """`count` pictures cycling through the readable ones of `files`, decoded by `load_rgb`
+    (a file it refuses leaves the cycle)."""
+    from tl_core.data.images import ImageDecodeError, load_rgb
+
+    readable, made = list(files), 0
+    while made < count:
+        if not readable:
+            raise LabError(f"class {label!r} has no readable training image to scale")
+        path = readable[made % len(readable)]
+        try:
+            img = load_rgb(path)
+        except ImageDecodeError:
+            readable.remove(path)
+            continue
+        made += 1
+        yield img
+
+
+def _varied_copy(img, rng: random.Random):
+    """A random crop (50-100 % of each side), maybe mirrored, with other brightness."""
+    from PIL import ImageEnhance, ImageOps
+
+    w, h = img.size
+    cw, ch = int(w * rng.uniform(0.5, 1)), int(h * rng.uniform(0.5, 1))
+    x, y = rng.randrange(w - cw + 1), rng.randrange(h - ch + 1)
+    img = img.crop((x, y, x + cw, y + ch))
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    return ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
 
 
 def run_bench_scale(config: ScaleConfig, log: Log | None = None) -> list[dict]:
