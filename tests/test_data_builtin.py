@@ -14,15 +14,9 @@ from data_fixtures import jpeg_bytes, placeholder_gif
 from PIL import Image
 
 from tl_core.data import builtin
-from tl_core.data.builtin import (
-    SHAPES,
-    build_builtin,
-    build_fashion_mnist,
-    build_shapes,
-    make_source_target,
-    read_idx_gz,
-    split_classes,
-)
+from tl_core.data.builtin import build_builtin, build_fashion_mnist, read_idx_gz
+from tl_core.data.class_splits import make_source_target, split_classes
+from tl_core.data.shapes import SHAPES, build_shapes
 from tl_core.data.store import dataset_path, load_manifest
 from tl_core.errors import LabError
 from tl_core.paths import cache_dir

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from tl_core.cli import main
-from tl_core.data.builtin import build_shapes
+from tl_core.data.shapes import build_shapes
 from tl_core.errors import LabError
 from tl_core.jobs import RunSpec
 from tl_core.lr_find import DIVERGE, LRFindConfig, find_lr, suggest_lr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tl_core import persist
-from tl_core.data.builtin import build_shapes
+from tl_core.data.shapes import build_shapes
 from tl_core.data.store import dataset_path, delete_dataset
 from tl_core.jobs import RunSpec, execute_run, queue_runs
 from tl_core.runs import RunStore

@@ -12,7 +12,7 @@ import pytest
 
 from tl_core import recipes
 from tl_core.cli import main
-from tl_core.data.builtin import CLASS_SPLITS
+from tl_core.data.class_splits import CLASS_SPLITS
 from tl_core.errors import LabError
 from tl_core.recipes import (
     RECIPES,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tl_core.cli.common import Bars, add_json_flag, emit, positive_int
-from tl_core.data import builtin, curate, download, search, sources, store
+from tl_core.data import builtin, class_splits, curate, download, search, sources, store
 from tl_core.errors import LabError
 
 
@@ -159,7 +159,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def cmd_split_classes(args: argparse.Namespace) -> int:
     keep = [k.strip() for k in args.keep.split(",") if k.strip()]
-    r = builtin.split_classes(
+    r = class_splits.split_classes(
         args.source, keep, args.name, per_class=args.per_class, seed=args.seed
     )
     return _finish(r, args)

@@ -1,15 +1,14 @@
-"""Built-in data sets, and class splits that turn one set into a source/target pair.
+"""Built-in data sets: the registry (`BUILTINS`, `build_builtin`) and the downloaded ones.
 
-- `shapes`: drawn here, no network. Circles, squares, triangles and stars in random
-  colours, sizes, positions and rotations on textured backgrounds, 64x64 PNG, the same
-  pictures for the same seed. Small enough to build in seconds and to learn in a minute.
+- `shapes`: drawn here, no network (`tl_core.data.shapes`).
 - `hymenoptera`: the PyTorch transfer-learning tutorial's ants/bees archive.
 - `cifar10`, `fashion_mnist`, `caltech101`: through torchvision's dataset classes, which
   download into `cache_dir("torchvision")` on first use. Fashion-MNIST is also read
   straight from the four `.gz` idx files of Debian's `dataset-fashion-mnist` package.
 
 Offline without a cached copy, building a downloaded set raises a `LabError` naming the
-file to fetch, the folder to put it in, and the sets that work offline.
+file to fetch, the folder to put it in, and the sets that work offline. Class splits into
+source/target pairs are `tl_core.data.class_splits`.
 """
 
 from __future__ import annotations
@@ -20,13 +19,14 @@ import random
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from tl_core.data.download import FetchError, SafeFetcher, default_policy
+from tl_core.data.shapes import build_shapes
 from tl_core.data.sources import import_zip
 from tl_core.data.store import (
     DataReport,
@@ -41,7 +41,6 @@ from tl_core.errors import LabError
 from tl_core.paths import cache_dir
 
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
-SHAPES = ("circle", "square", "triangle", "star")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -62,112 +61,12 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 OFFLINE_SETS = "shapes (always), fashion_mnist (with Debian's dataset-fashion-mnist package)"
 
-# Source/target pairs for the recipes: the target classes leave the source set.
-CLASS_SPLITS = {
-    "cifar10": ("airplane", "horse"),  # classes 0 and 7
-    "fashion_mnist": ("T-shirt_top", "Shirt"),  # classes 0 and 6
-}
-
 
 def _offline_error(what: str, url: str, where: Path, exc: Exception) -> LabError:
     return LabError(
         f"cannot download {what} ({exc}). Download {url} on a machine with network access "
         f"and put it in {where}, then run this again. Sets that work offline: {OFFLINE_SETS}."
     )
-
-
-# ---------------------------------------------------------------------------------------
-# shapes
-
-
-def _background(rng: random.Random, size: int) -> Image.Image:
-    base = np.array([rng.randrange(256) for _ in range(3)], dtype=np.float32)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    kind = rng.choice(("noise", "stripes", "checks", "gradient"))
-    nrng = np.random.default_rng(rng.randrange(2**32))
-    if kind == "stripes":
-        angle, period = rng.uniform(0, math.pi), rng.uniform(4, 12)
-        wave = np.sin((x * math.cos(angle) + y * math.sin(angle)) * 2 * math.pi / period)
-        tex = wave[..., None] * rng.uniform(20, 50)
-    elif kind == "checks":
-        cell = rng.randrange(4, 12)
-        tex = ((((x // cell) + (y // cell)) % 2) * 2 - 1)[..., None] * rng.uniform(15, 40)
-    elif kind == "gradient":
-        tex = ((x + y) / (2 * size) - 0.5)[..., None] * rng.uniform(60, 140)
-    else:
-        tex = np.zeros((size, size, 1), np.float32)
-    noise = nrng.normal(0, rng.uniform(6, 20), (size, size, 3))
-    arr = np.clip(base + tex + noise, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
-
-
-def _contrasting_colour(rng: random.Random, background: Image.Image) -> tuple[int, int, int]:
-    mean = np.asarray(background, dtype=np.float32).mean()
-    for _ in range(100):
-        colour = tuple(rng.randrange(256) for _ in range(3))
-        if abs(sum(colour) / 3 - mean) > 70:
-            return colour
-    return (255, 255, 255) if mean < 128 else (0, 0, 0)
-
-
-def draw_shape(kind: str, rng: random.Random, size: int = 64) -> Image.Image:
-    """One picture of a shape (circle, square, triangle, star) on a textured background."""
-    scale = 4  # draw large, then shrink: smooth edges
-    big = size * scale
-    image = _background(rng, size).resize((big, big), Image.Resampling.NEAREST)
-    draw = ImageDraw.Draw(image)
-    r = rng.uniform(0.18, 0.34) * big
-    cx, cy = rng.uniform(r, big - r), rng.uniform(r, big - r)
-    colour = _contrasting_colour(rng, image)
-    rotation = rng.uniform(0, 360)
-    if kind == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    elif kind == "square":
-        draw.regular_polygon((cx, cy, r), 4, rotation=rotation, fill=colour)
-    elif kind == "triangle":
-        draw.regular_polygon((cx, cy, r), 3, rotation=rotation, fill=colour)
-    elif kind == "star":
-        points = []
-        for i in range(10):
-            a = math.radians(rotation) + i * math.pi / 5
-            radius = r if i % 2 == 0 else r * 0.45
-            points.append((cx + radius * math.cos(a), cy + radius * math.sin(a)))
-        draw.polygon(points, fill=colour)
-    else:
-        raise LabError(f"unknown shape {kind!r}; choose from {', '.join(SHAPES)}")
-    return image.resize((size, size), Image.Resampling.LANCZOS).filter(ImageFilter.SMOOTH)
-
-
-def build_shapes(
-    name: str = "shapes",
-    *,
-    per_class: int = 40,
-    val_per_class: int = 10,
-    seed: int = 0,
-    size: int = 64,
-    on_progress: ProgressFn | None = None,
-) -> DataReport:
-    """Generate the `shapes` set: train/val, `per_class` + `val_per_class` per shape."""
-    total = len(SHAPES) * (per_class + val_per_class)
-    done = 0
-    with DatasetWriter(name, replace=True) as writer:
-        writer.manifest.class_order = list(SHAPES)
-        writer.manifest.info = {"builtin": "shapes", "seed": seed, "size": size}
-        for c, kind in enumerate(SHAPES):
-            rng = random.Random(seed * 1000 + c)
-            for split, count in (("train", per_class), ("val", val_per_class)):
-                for i in range(count):
-                    writer.add_pil(
-                        draw_shape(kind, rng, size),
-                        label=kind,
-                        filename=f"{kind}_{i:04d}",
-                        split=split,
-                        origin={"kind": "generated", "source": f"shapes seed={seed}"},
-                    )
-                    done += 1
-                    if on_progress:
-                        on_progress(done, total, kind)
-    return writer.report
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,84 +347,3 @@ def build_builtin(
     elif builtin != "hymenoptera":
         kwargs.update(per_class=per_class, seed=seed)
     return BUILTINS[builtin].build(name, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------
-# Class splits
-
-
-def split_classes(
-    source: str,
-    keep: Iterable[str | int],
-    new_name: str,
-    *,
-    per_class: int | None = None,
-    seed: int = 0,
-) -> DataReport:
-    """A new data set with only the `keep` classes of `source`, optionally capped per class
-    (and per split). Classes are names, or indices in the set's own label order (for a
-    built-in set, its original order: CIFAR-10 0 = airplane, 7 = horse). Images are hard
-    links where the file system allows, so a split costs almost no disk."""
-    manifest = load_manifest(source)
-    order = manifest.class_order or manifest.classes
-    wanted = []
-    for k in keep:
-        if isinstance(k, int) or (isinstance(k, str) and k.isdigit() and k not in order):
-            k = int(k)
-            if not 0 <= k < len(order):
-                raise LabError(f"class index {k} out of range: {source!r} has {len(order)} classes")
-            wanted.append(order[k])
-        elif k in order:
-            wanted.append(k)
-        else:
-            raise LabError(f"no class {k!r} in {source!r}; its classes are {', '.join(order)}")
-    wanted = list(dict.fromkeys(wanted))
-    if not wanted:
-        raise LabError("no classes to keep; name at least one")
-    rng = random.Random(seed)
-    root = dataset_path(source)
-    groups: dict[tuple, list] = {}
-    for record in manifest.images:
-        if record.label in wanted:
-            groups.setdefault((record.split, record.label), []).append(record)
-    with DatasetWriter(new_name, replace=True) as writer:
-        writer.manifest.layout = manifest.layout
-        writer.manifest.class_order = [c for c in order if c in wanted]
-        writer.manifest.info = {"split_from": source, "classes": wanted, "per_class": per_class}
-        assert writer.tmp is not None
-        for (_split, _label), records in sorted(groups.items(), key=lambda kv: str(kv[0])):
-            records = sorted(records, key=lambda r: r.path)
-            if per_class is not None and len(records) > per_class:
-                records = sorted(rng.sample(records, per_class), key=lambda r: r.path)
-            for record in records:
-                writer._link(root / record.path, writer.tmp / record.path)
-                writer._remember(replace(record, origin={**record.origin, "split_from": source}))
-                writer.report.added += 1
-                writer.report.added_per_class[record.label] = (
-                    writer.report.added_per_class.get(record.label, 0) + 1
-                )
-    return writer.report
-
-
-def make_source_target(
-    source: str,
-    target_classes: Iterable[str | int],
-    *,
-    source_name: str,
-    target_name: str,
-    per_class_source: int | None = None,
-    per_class_target: int | None = None,
-    seed: int = 0,
-) -> tuple[DataReport, DataReport]:
-    """Split a set in two: A = every class but `target_classes`, B = those classes.
-
-    E.g. `make_source_target("cifar10", [0, 7], source_name="cifar10-A", target_name=
-    "cifar10-B", per_class_target=50)`: pre-train on A, transfer to a small B.
-    """
-    manifest = load_manifest(source)
-    order = manifest.class_order or manifest.classes
-    target = [order[int(k)] if str(k).isdigit() and k not in order else k for k in target_classes]
-    rest = [c for c in order if c not in target]
-    a = split_classes(source, rest, source_name, per_class=per_class_source, seed=seed)
-    b = split_classes(source, target, target_name, per_class=per_class_target, seed=seed)
-    return a, b

@@ -142,7 +142,7 @@ def lesson_seconds(lesson: Plan, store=None) -> float | None:
     button. Before the workspace's shapes set exists, the set the lesson would build is counted
     (`SHAPES_PER_CLASS` training and 10 validation pictures per shape), not built or scanned."""
     from tl_core.consent import total_estimate
-    from tl_core.data.builtin import SHAPES
+    from tl_core.data.shapes import SHAPES
     from tl_core.data.store import dataset_path
 
     def generated(spec: RunSpec) -> tuple[int, int]:

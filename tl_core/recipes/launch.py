@@ -45,7 +45,8 @@ def bind_stage(stage: Stage, groups: list[str]) -> list[RunSpec]:
 
 def prepare_data(plan: Plan, on_progress: DataProgressFn | None = None) -> None:
     """Build the data sets the plan needs and does not have yet (a download when online)."""
-    from tl_core.data.builtin import build_builtin, make_source_target
+    from tl_core.data.builtin import build_builtin
+    from tl_core.data.class_splits import make_source_target
     from tl_core.data.store import load_manifest
 
     for step in plan.prepare:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tl_core.data.builtin import CLASS_SPLITS
+from tl_core.data.class_splits import CLASS_SPLITS
 from tl_core.errors import LabError
 from tl_core.recipes.model import DataStep, Reference, Stage, recipe
 from tl_core.recipes.planning import SOURCE_PREFIX, Context
