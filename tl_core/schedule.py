@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tl_core.errors import LabError
 
@@ -196,28 +195,29 @@ def estimate_seconds(spec, num_train: int, num_val: int, store=None) -> Estimate
 
 
 def image_counts(spec) -> tuple[int, int]:
-    """(train, val) images of `spec`'s data set, from its manifest or its file names.
+    """(train, val) images of `spec`'s data set, from its manifest or its folder layout
+    (`layout.read_layout`; nothing is decoded or hashed).
 
     Approximate (the split is not made): for a queued run's estimate only.
     """
     from tl_core.data.folder import resolve_dataset
-    from tl_core.data.images import is_image_name
+    from tl_core.data.layout import read_layout
     from tl_core.data.store import MANIFEST
 
     root = resolve_dataset(spec.data)
     manifest = root / MANIFEST
     if manifest.is_file():
         records = json.loads(manifest.read_text(encoding="utf-8")).get("images", [])
-        paths = [Path(r["path"]) for r in records]
+        entries = [(r.get("split"), r.get("label")) for r in records]
     else:
-        paths = [p.relative_to(root) for p in root.rglob("*") if is_image_name(p)]
-    val = sum(1 for p in paths if p.parts[0] in ("val", "test"))
-    train = sum(1 for p in paths if p.parts[0] not in ("val", "test"))
+        entries = [(e.split, e.label) for e in read_layout(root).images]
+    val = sum(1 for split, _ in entries if split in ("val", "test"))
+    train = len(entries) - val
     if not val:  # a flat set: the run splits off val_fraction
         val = round(train * spec.val_fraction)
         train -= val
     if spec.per_class is not None:
-        classes = len({p.parent.name for p in paths}) or 1
+        classes = len({label for _, label in entries}) or 1
         train = min(train, spec.per_class * classes)
     return train, val
 

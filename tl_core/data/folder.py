@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from tl_core import paths
-from tl_core.data.images import ImageDecodeError, is_image_name, load_rgb
+from tl_core.data.images import ImageDecodeError, load_rgb
+from tl_core.data.layout import read_layout
 from tl_core.data.store import MANIFEST, check_dataset_name, load_manifest
 from tl_core.errors import LabError
 from tl_core.progress import Progress, ProgressFn
@@ -85,23 +86,6 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
         f"data set not found: no data set named {str(name_or_path)!r} in the lab home (list them with "
         f"`python -m tl_core data list`){hint}"
     )
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
-        key=lambda p: p.name,
-    )
-
-
-def _images_in(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and is_image_name(name):
-                found.append(Path(dirpath) / name)
-    return found
 
 
 def _sha256(path: Path) -> str:
@@ -181,39 +165,35 @@ def scan_dataset(
     root = resolve_dataset(name_or_path)
     if not 0.0 < val_fraction < 1.0:
         raise LabError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    has_splits = (root / "train").is_dir()
-    split_root = root / "train" if has_splits else root
-    classes = [d.name for d in _class_dirs(split_root)]
+    layout = read_layout(root)
+    first = "train" if layout.kind == "split" else None
+    classes = layout.classes.get(first, [])
     if not classes:
         raise LabError(
             f"{root} holds no class folders: put each class's images in a subfolder "
             "(e.g. ants/, bees/), or train/ and val/ each holding class folders"
         )
     index = {c: i for i, c in enumerate(classes)}
+    for split in ("val", "test"):
+        unknown = [c for c in layout.classes.get(split, []) if c not in index]
+        if unknown:
+            raise LabError(
+                f"class {unknown[0]!r} in {root / split} is not among the training classes "
+                f"({', '.join(classes)})"
+            )
 
-    def collect(folder: Path) -> list[Item]:
-        items = []
-        if not folder.is_dir():
-            return items
-        for cdir in _class_dirs(folder):
-            if cdir.name not in index:
-                raise LabError(
-                    f"class {cdir.name!r} in {folder} is not among the training classes "
-                    f"({', '.join(classes)})"
-                )
-            items.extend(Item(str(p), index[cdir.name]) for p in _images_in(cdir))
-        return items
+    def items(split: str | None) -> list[Item]:
+        return [Item(str(e.path), index[e.label]) for e in layout.of_split(split)]
 
-    train = collect(split_root)
-    all_files = [Path(i.path) for i in train]
-    if has_splits and (root / "val").is_dir():
-        val = collect(root / "val")
+    train = items(first)
+    if "val" in layout.classes:
+        val = items("val")
         split_kind = "folders"
     else:
         train, val = _stratified_split(train, len(classes), val_fraction, seed)
         split_kind = "stratified"
-    test = collect(root / "test") if has_splits else []
-    all_files = sorted({*all_files, *(Path(i.path) for i in val + test)})
+    test = items("test")
+    all_files = sorted(e.path for e in layout.images)
     if not all_files:
         raise LabError(
             f"{root} holds no images (looked for {', '.join(sorted({'.jpg', '.png'}))}, ...)"
