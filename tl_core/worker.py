@@ -34,6 +34,7 @@ from typing import Any
 
 from tl_core import paths
 from tl_core.errors import LabError
+from tl_core.ray_exec import executor
 
 LOCK_FILE = "worker.lock"
 HEARTBEAT_FILE = "worker.json"
@@ -317,8 +318,14 @@ def run_worker(
     taken = 0
     idle_since = time.monotonic()
     _log(f"worker {os.getpid()} started for {home}")
+    mode = executor()  # TL_LAB_EXECUTOR: local (here) or ray (tl_core.ray_exec)
     try:
-        while True:
+        if mode == "ray":
+            from tl_core.ray_exec import serve
+
+            once_args = {"once": once, "poll": poll, "idle_exit": idle_exit}
+            taken = serve(store, heartbeat, limit=max_workers(), **once_args)
+        while mode == "local":
             for run_id in fail_orphans(store, stale_after):
                 _log(f"run {run_id}: marked failed (its worker stopped)")
             run = store.claim_next(os.getpid())
