@@ -98,7 +98,7 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     assert execute_run(store, source)["status"] == "done"
     rows = _json(
         ["compare", "--data", str(data), "--backbone", "small_cnn", "--init-from", source,
-         "--strategies", "feature_extractor,full_finetune", "--epochs", "40",
+         "--strategies", "feature_extractor,full_finetune", "--epochs", "20",
          "--batch-size", "8", "--device", "cpu", "--queue"],
         capsys,
     )  # fmt: skip
@@ -117,9 +117,9 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     assert json.loads(out.strip().splitlines()[-1]) == {"runs": 2}
 
     done, cancelled = store.get(fe), store.get(ft)
-    assert done["status"] == "done" and len(store.epochs(fe)) == 40
+    assert done["status"] == "done" and len(store.epochs(fe)) == 20
     assert cancelled["status"] == "cancelled", cancelled["error"]
-    assert 1 <= cancelled["epoch"] < 40
+    assert 1 <= cancelled["epoch"] < 20
     for run_id in (fe, ft):
         assert (store.run_dir(run_id) / "weights.pt").is_file()
         predictions = store.read_json(run_id, "predictions.json")
@@ -142,8 +142,8 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     resumed = store.get(ft)
     assert resumed["status"] == "done", resumed["error"]
     epochs = store.epochs(ft)
-    assert [e["epoch"] for e in epochs] == list(range(1, 41))
-    assert resumed["epoch"] == 40 and stopped_at < 40
+    assert [e["epoch"] for e in epochs] == list(range(1, 21))
+    assert resumed["epoch"] == 20 and stopped_at < 20
 
 
 def test_an_unknown_executor_is_one_clear_line(monkeypatch, capsys):
