@@ -121,42 +121,33 @@ def _guarded(what: str, action) -> None:
 # ------------------------------------------------------------------------------- hooks
 
 
-def run_changed(home: str | Path, run_id: str) -> None:
-    """Hook: run `run_id` of lab home `home` finished or was deleted; keep it, and the store."""
+def _mirror(home: Path, folder: Path, kind: str, what: str) -> None:
+    """Copy `folder` (a run's or a data set's, in lab home `home`) to `kind/NAME` of the
+    persist folder, or remove the copy when it is gone; then the run store."""
     dest = persist_dir()
     if dest is None:
         return
-    home = Path(home)
-    kept = dest / "runs" / run_id
+    kept = dest / kind / folder.name
 
     def keep() -> None:
-        folder = home / "runs" / run_id
         if folder.is_dir():
             _sync_tree(folder, kept)
         elif kept.exists():
             shutil.rmtree(kept)
         _snapshot_store(home, dest)
 
-    _guarded(f"run {run_id}", keep)
+    _guarded(what, keep)
+
+
+def run_changed(home: str | Path, run_id: str) -> None:
+    """Hook: run `run_id` of lab home `home` finished or was deleted; keep it, and the store."""
+    _mirror(Path(home), Path(home) / "runs" / run_id, "runs", f"run {run_id}")
 
 
 def dataset_changed(folder: str | Path) -> None:
     """Hook: the data set at `folder` (LAB_HOME/datasets/NAME) was written or deleted."""
-    dest = persist_dir()
-    if dest is None:
-        return
     folder = Path(folder)
-    home = folder.parent.parent
-    kept = dest / "datasets" / folder.name
-
-    def keep() -> None:
-        if folder.is_dir():
-            _sync_tree(folder, kept)
-        elif kept.exists():
-            shutil.rmtree(kept)
-        _snapshot_store(home, dest)
-
-    _guarded(f"data set {folder.name}", keep)
+    _mirror(folder.parent.parent, folder, "datasets", f"data set {folder.name}")
 
 
 # ------------------------------------------------------------------------------- restore
