@@ -11,6 +11,7 @@ import streamlit as st
 
 from tl_core import charts, consent, form_memory, groups, machine, recipes, workspaces
 from tl_core.data.folder import scan_dataset
+from tl_core.data.store import dataset_path
 from tl_core.errors import LabError
 from tl_core.fmt import format_duration
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
@@ -67,23 +68,81 @@ def online() -> bool:
     return machine.downloads_reachable()
 
 
+EXAMPLE = "hymenoptera"  # the example photos a recipe can run on, built on the click (online)
+NO_FASHION = (
+    "needs Fashion-MNIST, which is not on this server: install Debian's package "
+    "(`apt-get install dataset-fashion-mnist`), or run it when the server is online"
+)
+
+
 def recipes_panel() -> None:
-    """Named experiments from `tl_core.recipes`, one click each (offline variants offline)."""
+    """Named experiments from `tl_core.recipes`, one click each, on this workspace's data."""
     offline = not online()
     with st.expander("One-click recipes: published experiments, reproduced here"):
         if offline:
-            st.caption("Offline: recipes swap downloads for efficientnet_lite0 and offline sets.")
+            st.caption(
+                "Offline: a backbone whose ImageNet weights would download is replaced by "
+                "efficientnet_lite0 (its weights ship with the lab). Data sets are not "
+                "downloaded: a recipe runs on a data set of this workspace, and the A-to-B "
+                "recipes need Debian's dataset-fashion-mnist package."
+            )
         for name, recipe in recipes.RECIPES.items():
             st.markdown(f"**{recipe.title}** — {recipe.description}")
-            clicked = st.button(f"Queue {name}", key=f"recipe_{name}")
-            if clicked or consent.pending(f"recipe_{name}"):
-                queue_recipe(name, offline, clicked)
+            data, problem = recipe_data(name, offline) if recipe.takes_data else (None, None)
+            if problem is None and dataset_ready(data):  # the example photos: planned once built
+                problem = plan_problem(name, data, offline)
+            if problem:
+                st.caption(f":orange[Cannot run here: {problem}]")
+            clicked = st.button(f"Queue {name}", key=f"recipe_{name}", disabled=bool(problem))
+            if not problem and (clicked or consent.pending(f"recipe_{name}")):
+                queue_recipe(name, data, offline, clicked)
 
 
-def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
-    """Prepare a recipe's data on the click; queue it then, or after consent (> 8 runs)."""
+def dataset_ready(data: str | None) -> bool:
+    return data is None or dataset_path(data).is_dir()
+
+
+def recipe_data(name: str, offline: bool) -> tuple[str | None, str | None]:
+    """The data set of this workspace a recipe runs on (the example photos, online, are built
+    on the click), or (None, why there is none)."""
+    sets = [d.name for d in workspaces.list_datasets(ws)]
+    example = workspaces.dataset_name(ws, EXAMPLE)
+    choices = sets + ([example] if not offline and example not in sets else [])
+    if not choices:
+        return None, (
+            "it needs a data set of this workspace; build or import one on the Data page "
+            f"(the {EXAMPLE} example photos download when the server is online)"
+        )
+
+    def label(stored: str) -> str:
+        short = workspaces.short_name(stored)
+        return short if stored in sets else f"{short} (the example photos: downloaded first)"
+
+    return st.selectbox("Its data set", choices, format_func=label, key=f"recipe_data_{name}"), None
+
+
+def plan_problem(name: str, data: str | None, offline: bool) -> str | None:
+    """Why the recipe cannot run here as chosen, said before the click."""
+    from tl_core.data.builtin import fashion_mnist_folder
+
     try:
-        plan = recipes.plan(name, offline=offline)
+        plan = recipes.plan(name, data, offline=offline, workspace=ws)
+    except LabError as exc:
+        return str(exc)
+    if offline and any(s.builtin == "fashion_mnist" for s in plan.prepare):
+        return NO_FASHION if fashion_mnist_folder() is None else None
+    return None
+
+
+def queue_recipe(name: str, data: str | None, offline: bool, clicked: bool) -> None:
+    """Prepare a recipe's data on the click; queue it then, or after consent (> 8 runs)."""
+    from tl_core.data.builtin import build_builtin
+
+    try:
+        if clicked and not dataset_ready(data):  # the example photos, chosen to run on
+            with st.spinner(f"Downloading the {EXAMPLE} photos…"):
+                build_builtin(EXAMPLE, name=data)
+        plan = recipes.plan(name, data, offline=offline, workspace=ws)
         if clicked:
             with st.spinner("Preparing its data…"):
                 workspaces.check_room(store, ws, len(plan.specs))
@@ -92,14 +151,17 @@ def queue_recipe(name: str, offline: bool, clicked: bool) -> None:
         if not consent.confirmed(f"recipe_{name}", clicked, len(plan.specs), total):
             return
         workspaces.check_room(store, ws, len(plan.stages[0].specs))  # again, after a wait
-        click = workspaces.click_request_id(st.session_state, "recipe_last_click", [name, offline])
+        click = workspaces.click_request_id(
+            st.session_state, "recipe_last_click", [name, data, offline]
+        )
         recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
     except LabError as exc:
         st.error(str(exc))
         return
     queue_changed()
     ensure_worker()
-    st.success(f"Recipe {name} queued; later stages wait for the one before.")
+    where = f" on {workspaces.short_name(data)}" if data else ""
+    st.success(f"Recipe {name} queued{where}; later stages wait for the one before.")
 
 
 def _one_of(options) -> Callable[[object], bool]:

@@ -89,7 +89,7 @@ def test_queue_limit_per_workspace(stripes_set, monkeypatch):
     assert RunStore().queue() == []
 
 
-def test_recipes_are_one_click(monkeypatch):
+def test_recipes_are_one_click(monkeypatch, stripes_set):
     from tl_core import machine
 
     monkeypatch.setattr(machine, "downloads_reachable", lambda timeout=2.0: False)
@@ -107,6 +107,7 @@ def test_recipes_are_one_click(monkeypatch):
     queued = RunStore().queue()
     assert queued and {r["recipe"] for r in queued} == {"data-efficiency"}
     assert {r["backbone"] for r in queued} == {"efficientnet_lite0"}  # offline variant
+    assert {r["data_path"] for r in queued} == {"stripes"}  # the workspace's set, chosen
 
 
 def test_a_double_click_on_start_makes_one_set_of_runs(stripes_set):

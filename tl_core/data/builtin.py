@@ -147,14 +147,24 @@ def fashion_mnist_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
-def _fashion_mnist_arrays(search_dirs: list[Path] | None) -> dict:
+def fashion_mnist_folder(search_dirs: list[Path] | None = None) -> Path | None:
+    """The folder holding the four Fashion-MNIST files (Debian's dataset-fashion-mnist, or a
+    finished download), or None: then building the set needs a network."""
     names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
     for folder in search_dirs or fashion_mnist_dirs():
         if all((folder / n).is_file() for n in names):
-            return {
-                split: (read_idx_gz(folder / xs), read_idx_gz(folder / ys))
-                for split, (xs, ys) in FASHION_MNIST_FILES.items()
-            }
+            return folder
+    return None
+
+
+def _fashion_mnist_arrays(search_dirs: list[Path] | None) -> dict:
+    names = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+    folder = fashion_mnist_folder(search_dirs)
+    if folder is not None:
+        return {
+            split: (read_idx_gz(folder / xs), read_idx_gz(folder / ys))
+            for split, (xs, ys) in FASHION_MNIST_FILES.items()
+        }
     root = cache_dir("torchvision")
     try:
         from torchvision.datasets import FashionMNIST

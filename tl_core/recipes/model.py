@@ -34,6 +34,11 @@ class Recipe:
     seeds: int = 1  # training seeds per run of the last stage, unless --seeds says otherwise
     classroom: bool = False  # a one-click lesson of the app (Home, Learn), not a reproduction
 
+    @property
+    def takes_data(self) -> bool:
+        """Whether the recipe runs on a data set the user gives (the others build their own)."""
+        return not self.data_hint.startswith("nothing")
+
 
 # The published experiments the lab reproduces (`recipe --list`, the Experiments page), and
 # the app's one-click lessons (Home, Learn). Both are filled by `@recipe`, in that order.
