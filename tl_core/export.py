@@ -8,8 +8,10 @@ some backbones (EfficientNet's swish, for one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -55,12 +57,25 @@ def export_model(trained: TrainedModel, fmt: str, out: str | Path) -> dict:
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(model, example, check_trace=False)
         tmp = out.with_name(f".{out.name}.tmp")
-        torch.jit.save(traced, str(tmp), _extra_files={"tl_lab.json": json.dumps(info)})
+        with _quiet_jit():
+            torch.jit.save(traced, str(tmp), _extra_files={"tl_lab.json": json.dumps(info)})
         tmp.replace(out)
     else:
         _export_onnx(model, example, out, info)
     atomic_write_bytes(out.with_name(out.name + ".json"), json.dumps(info, indent=1).encode())
     return {**info, "path": str(out)}
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """torch 2.9+ warns that TorchScript's save and load are deprecated (for torch.export).
+    The format is still what `--format torchscript` promises and loads in C++ and older
+    torch, so that one FutureWarning is silenced; any other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, info: dict) -> None:
@@ -89,7 +104,8 @@ def load_export(path: str | Path, fmt: str):
     """Reload an export and return a callable mapping a float batch to logits (numpy)."""
     path = Path(path)
     if fmt == "torchscript":
-        module = torch.jit.load(str(path)).eval()
+        with _quiet_jit():
+            module = torch.jit.load(str(path)).eval()
         return lambda x: module(torch.as_tensor(x)).detach().numpy()
     if fmt == "onnx":
         import onnxruntime as ort

@@ -26,6 +26,7 @@ from tl_core.data.folder import (
     decode_items,
     scan_dataset,
 )
+from tl_core.data.store import MANIFEST
 from tl_core.errors import LabError
 from tl_core.machine import Runtime
 from tl_core.models import BuiltModel, get_module, head_parameter_names, set_train_mode
@@ -61,9 +62,17 @@ def load_data(spec: RunSpec, on_progress: ProgressFn) -> RunData:
     )
     pre = Preprocessing.for_backbone(get_backbone(spec.backbone))
     t0 = time.perf_counter()
-    train = decode_items(split.train, pre.resize_size, on_progress=on_progress)
+    # A plain folder gets the placeholder check that an import into the lab made already.
+    raw = not (split.root / MANIFEST).is_file()
+    train = decode_items(
+        split.train, pre.resize_size, on_progress=on_progress, check_placeholders=raw
+    )
     val = decode_items(
-        split.val, pre.resize_size, on_progress=on_progress, message="decoding validation images"
+        split.val,
+        pre.resize_size,
+        on_progress=on_progress,
+        message="decoding validation images",
+        check_placeholders=raw,
     )
     if not train.images or not val.images:
         raise LabError("no readable images left after skipping unreadable files")

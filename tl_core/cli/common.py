@@ -142,13 +142,17 @@ def emit(obj, as_json: bool, text: str) -> None:
 
 
 def runs_table(rows: list[dict]) -> str:
-    """Run summaries (`jobs.run_summary`) as a fixed-width table."""
-    header = f"{'run_id':24} {'backbone':18} {'strategy':18} {'status':10} {'best':>7} {'final':>7} {'epochs':>6} {'seconds':>8} {'trainable':>11}"
+    """Run summaries (`jobs.run_summary`) as a fixed-width table; with a workspace column
+    where the rows carry one (`runs`), "(default)" for the default workspace."""
+    spaces = any("workspace" in r for r in rows)
+    header = f"{'run_id':24} " + (f"{'workspace':16} " if spaces else "")
+    header += f"{'backbone':18} {'strategy':18} {'status':10} {'best':>7} {'final':>7} {'epochs':>6} {'seconds':>8} {'trainable':>11}"
     lines = [header, "-" * len(header)]
     for r in rows:
         secs = "-" if r.get("train_seconds") is None else f"{r['train_seconds']:.1f}"
+        space = f"{r.get('workspace') or '(default)':16} " if spaces else ""
         lines.append(
-            f"{r['run_id']:24} {r['backbone']:18} {r['strategy']:18} {r['status']:10} "
+            f"{r['run_id']:24} {space}{r['backbone']:18} {r['strategy']:18} {r['status']:10} "
             f"{percent(r['best_val_acc']):>7} {percent(r['final_val_acc']):>7} {r['epochs']:>6} "
             f"{secs:>8} {r['trainable_params'] or 0:>11,}"
         )

@@ -193,7 +193,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tl_core.evaluate import load_trained, predict_files
 
-    trained = load_trained(open_store(), args.run)
+    trained = load_trained(open_store(), args.run)  # an unknown run is said first
+    missing = [f for f in args.images if not Path(f).expanduser().is_file()]
+    if missing:  # bad input (exit 2), unlike a file that exists and cannot be read (1)
+        raise LabError(f"image file not found: {', '.join(missing)} (check the path)")
     results = predict_files(trained, args.images, top_k=args.top_k)
     text = []
     for r in results:

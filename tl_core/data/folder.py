@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tl_core import paths
-from tl_core.data.images import ImageDecodeError, load_rgb
+from tl_core.data.images import DecodedImage, ImageDecodeError, load_rgb, placeholder_reason
 from tl_core.data.layout import read_layout
 from tl_core.data.store import MANIFEST, check_dataset_name, load_manifest
 from tl_core.errors import LabError
@@ -234,9 +234,9 @@ class DecodedImages:
     skipped: list[tuple[str, str]]
 
 
-def _cache_key(items: Sequence[Item], resize_size: int) -> str:
+def _cache_key(items: Sequence[Item], resize_size: int, checked: bool = False) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"v1-{resize_size}".encode())
+    digest.update(f"v1-{resize_size}{'-placeholders' if checked else ''}".encode())
     for it in items:
         st = os.stat(it.path)
         digest.update(f"{it.path}|{st.st_size}|{st.st_mtime_ns}|{it.label}".encode())
@@ -250,11 +250,18 @@ def decode_items(
     use_cache: bool = True,
     on_progress: ProgressFn | None = None,
     message: str = "decoding images",
+    check_placeholders: bool = False,
 ) -> DecodedImages:
-    """Decode and resize every image once; reuse a disk cache keyed by file identities."""
+    """Decode and resize every image once; reuse a disk cache keyed by file identities.
+
+    `check_placeholders` skips what a dead image host serves instead of a photo
+    (`images.placeholder_reason`, the check every import into the lab makes): for a folder
+    that never went through an import.
+    """
     cache_file = None
     if use_cache and items:
-        cache_file = paths.cache_dir("images") / f"{_cache_key(items, resize_size)}.pt"
+        key = _cache_key(items, resize_size, check_placeholders)
+        cache_file = paths.cache_dir("images") / f"{key}.pt"
         cached = paths.load_cache(cache_file)
         if cached is not None:
             skipped = [tuple(s) for s in cached["skipped"]]
@@ -262,9 +269,16 @@ def decode_items(
     images, labels, kept, skipped = [], [], [], []
     for n, it in enumerate(items, start=1):
         try:
-            images.append(to_uint8_tensor(load_rgb(it.path), resize_size))
-            labels.append(it.label)
-            kept.append(it.path)
+            rgb = load_rgb(it.path)
+            reason = check_placeholders and placeholder_reason(
+                it.path, DecodedImage(rgb, "", "", False)
+            )
+            if reason:
+                skipped.append((it.path, reason))
+            else:
+                images.append(to_uint8_tensor(rgb, resize_size))
+                labels.append(it.label)
+                kept.append(it.path)
         except ImageDecodeError as exc:
             skipped.append((it.path, str(exc)))
         if on_progress is not None:
