@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import pandas as pd
@@ -164,16 +163,9 @@ def queue_recipe(name: str, data: str | None, offline: bool, clicked: bool) -> N
     st.success(f"Recipe {name} queued{where}; later stages wait for the one before.")
 
 
-def _one_of(options) -> Callable[[object], bool]:
-    return lambda v: v in options
-
-
-def _number(lo: float, hi: float, like: float) -> Callable[[object], bool]:
-    return lambda v: type(v) is type(like) and lo <= v <= hi
-
-
 _D = TrainConfig()
-# The form's remembered widgets: key -> (default, check of a saved value).
+_one_of, _number = form_memory.one_of, form_memory.number
+# The form's remembered widgets (`tl_core.form_memory`): key -> (default, check of a value).
 FORM = {
     "exp_backbone": ("efficientnet_lite0", _one_of(BACKBONES)),
     "exp_strategies": (
@@ -196,29 +188,6 @@ FORM = {
     "exp_probe_epochs": (_D.probe_epochs, _number(1, 1000, 1)),
     "exp_blocks": (1, _number(1, 100, 1)),
 }
-
-
-def restore_form(names: list[str]) -> None:
-    """Put the workspace's last settings (else the defaults) into the form's empty widgets:
-    a reload starts where the workspace left off (`tl_core.form_memory`)."""
-    if st.session_state.get("exp_form_ws") != ws:  # another workspace's settings: forget them
-        for key in [*FORM, "exp_data"]:
-            st.session_state.pop(key, None)
-        st.session_state["exp_form_ws"] = ws
-    saved = form_memory.load(ws, "experiments")
-    for key, (default, ok) in FORM.items():
-        if key not in st.session_state:
-            st.session_state[key] = saved[key] if ok(saved.get(key)) else default
-    if "exp_data" not in st.session_state and saved.get("exp_data") in names:
-        st.session_state["exp_data"] = saved["exp_data"]
-
-
-def remember_form() -> None:
-    """Save the form's settings for the next visit when they changed."""
-    values = {k: st.session_state[k] for k in [*FORM, "exp_data"] if k in st.session_state}
-    if values != st.session_state.get("exp_form_saved"):
-        form_memory.save(ws, "experiments", values)
-        st.session_state["exp_form_saved"] = values
 
 
 def fine_tuning_options() -> dict:
@@ -294,7 +263,8 @@ if not datasets:
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
 else:
     names = [d.name for d in datasets]
-    restore_form(names)
+    fields = {**FORM, "exp_data": (None, _one_of(names))}
+    form_memory.restore(st.session_state, ws, "experiments", fields)
     c1, c2 = st.columns(2)
     data = c1.selectbox("Data set", names, format_func=workspaces.short_name, key="exp_data")
     backbone = c2.selectbox(
@@ -368,7 +338,7 @@ else:
     for p in dict.fromkeys(problems):
         st.warning(p)
     lr_finder_panel(specs)
-    remember_form()
+    form_memory.remember(st.session_state, ws, "experiments", fields)
 
     try:
         n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)
