@@ -81,3 +81,16 @@ def test_the_queue_view_times_a_resumed_run_by_its_finished_epochs() -> None:
     store.heartbeat(run_id, phase="decoding images", batch=5, batches=50)
     run = _view(store, run_id)
     assert run["time_left"] == 60.0  # epochs 2 and 3 at 30 s each
+
+
+def test_the_queue_panel_shows_the_line(monkeypatch) -> None:
+    from app_fixtures import app_at
+
+    monkeypatch.setenv("TL_LAB_NO_WORKER", "1")
+    store = RunStore()
+    run_id = _running(store)
+    report = RunReporter(store, run_id, None, every=0.0)
+    report(_batch(1, 16, stats=_stats(1)))
+    at = app_at("pages/experiments.py")
+    shown = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith("epoch 2/3, batch 0/16") for t in shown), shown
