@@ -71,3 +71,65 @@ def test_ten_sessions_keep_getting_pages_while_a_run_trains(lab_home) -> None:
     assert training["status"] in ("running", "done") and training["phase"], training
     assert done.returncode == 0
     shutil.rmtree(lab_home, ignore_errors=True)
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((32, 32), 40 + seed).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_two_edits_of_one_data_set_at_once_keep_every_picture_reported_added(
+    monkeypatch,
+) -> None:
+    """Writer A snapshots the set and adds a picture; writer B starts meanwhile. Whichever
+    way they interleave, both pictures are in the set afterwards."""
+    import fcntl
+    import threading
+    import types
+
+    from tl_core.data import store as data_store
+    from tl_core.data.store import DatasetWriter, load_manifest
+
+    b_waits = threading.Event()
+
+    def flock(fh, op):  # the real lock, telling the test when B has to wait for it
+        try:
+            return fcntl.flock(fh, op)
+        except BlockingIOError:
+            b_waits.set()
+            raise
+
+    monkeypatch.setattr(
+        data_store, "fcntl", types.SimpleNamespace(**{**vars(fcntl), "flock": flock}), raising=False
+    )
+    with DatasetWriter("pets") as w:
+        w.add(_png(0), label="cat", filename="first.png", origin={"kind": "test"})
+    reports = {}
+
+    def writer_b() -> None:
+        with DatasetWriter("pets") as w:
+            w.add(_png(2), label="dog", filename="b.png", origin={"kind": "test"})
+        reports["b"] = w.report
+
+    b = threading.Thread(target=writer_b)
+    with DatasetWriter("pets") as a:
+        a.add(_png(1), label="cat", filename="a.png", origin={"kind": "test"})
+        b.start()
+        # Wait until B either finished (no lock: it committed its own snapshot) or waits.
+        for _ in range(600):
+            if b_waits.is_set() or not b.is_alive():
+                break
+            b.join(timeout=0.05)
+    reports["a"] = a.report
+    b.join(timeout=60)
+    assert not b.is_alive()
+    assert reports["a"].added == 1 and reports["b"].added == 1
+    names = sorted(r.path for r in load_manifest("pets").images)
+    assert names == ["cat/a.png", "cat/first.png", "dog/b.png"]
+    left = sorted(p.name for p in data_store.datasets_dir().iterdir())
+    assert left == [".lock-pets", "pets"]  # no temporary folder left behind

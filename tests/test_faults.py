@@ -178,3 +178,95 @@ def test_the_worker_moves_on_after_a_crashed_run(stripes, lab_home) -> None:
     assert done.returncode == 0, done.stderr
     assert store.get(first)["status"] == "failed"
     assert store.get(second)["status"] == "done"
+
+
+def _wait_for(store: RunStore, predicate, seconds: float = 180.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = store.list()
+        if runs and predicate(runs[0]):
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError("the condition was not reached in time")
+
+
+def test_a_killed_train_command_can_be_cancelled_and_resumed_at_once(stripes, lab_home) -> None:
+    """kill -9 of `python -m tl_core train`: the README's promise is that resume continues it."""
+    env = {**os.environ, "TL_LAB_HOME": str(lab_home)}
+    argv = ["--data", str(stripes), "--backbone", "small_cnn", "--strategy", "scratch"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tl_core", "train", *argv, "--epochs", "200", "--batch-size", "8"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = RunStore()
+    try:
+        record = _wait_for(store, lambda r: r["epoch"] >= 1 and r["status"] == "running")
+        assert record["worker_pid"] == proc.pid
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    run_id = record["id"]
+    assert store.get(run_id)["status"] == "running"  # nobody told the store
+
+    assert main(["cancel", run_id]) == 0  # was: "running", and nothing happened
+    cancelled = store.get(run_id)
+    assert cancelled["status"] == "cancelled"
+    assert "ended without finishing" in cancelled["error"]
+
+    first_epoch = []
+
+    def stop_soon(p) -> None:
+        first_epoch.append(p.epoch)
+        store.request_cancel(run_id)
+
+    resumed = resume_run(store, run_id, on_progress=stop_soon)
+    assert first_epoch[0] >= 2  # continued from its checkpoint, not from the start
+    assert resumed["status"] == "cancelled" and resumed["worker_pid"] == os.getpid()
+
+
+def test_resume_fails_a_run_whose_process_is_gone_then_continues_it(stripes) -> None:
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes, epochs=2)])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=60)
+    store.mark_running(run_id)
+    store.update(run_id, worker_pid=dead.pid)  # as a killed `train` leaves it
+    (store.run_dir(run_id) / CHECKPOINT_FILE).unlink(missing_ok=True)
+    with pytest.raises(LabError, match="has no checkpoint"):
+        resume_run(store, run_id)  # was: "is running; only failed or cancelled runs can resume"
+    record = store.get(run_id)
+    assert record["status"] == "failed" and "ended without finishing" in record["error"]
+
+
+def test_temporaries_of_killed_writers_are_removed_when_the_store_is_opened(lab_home) -> None:
+    from tl_core.data.store import list_datasets
+    from tl_core.paths import datasets_dir
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=60)
+    old = time.time() - 2 * 3600
+    run_dir = lab_home / "runs" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    sets = datasets_dir()
+    made = {
+        "stale checkpoint": run_dir / f".checkpoint.pt.tmp{gone.pid}",
+        "stale set": sets / f".tmp-pets-p{gone.pid}-0123abcd",
+        "stale url import": sets / f".tmp-u-pets-p{gone.pid}-4567abcd",
+        "young": sets / f".tmp-pets-p{gone.pid}-89abcdef",
+        "owner alive": sets / f".tmp-pets-p{os.getpid()}-fedcba98",
+        "not a temporary": run_dir / "checkpoint.pt",
+    }
+    for what, path in made.items():
+        if path.parent == sets:
+            (path / "cat").mkdir(parents=True)
+            (path / "cat" / "x.png").write_bytes(b"x")
+        else:
+            path.write_bytes(b"\0" * 1000)
+        if what != "young":
+            os.utime(path, (old, old))
+    RunStore()
+    list_datasets()
+    left = {what for what, path in made.items() if path.exists()}
+    assert left == {"young", "owner alive", "not a temporary"}

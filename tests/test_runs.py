@@ -162,3 +162,55 @@ def test_a_corrupted_store_gives_a_clear_message_and_is_only_replaced_on_request
     assert kept.read_bytes() == garbage  # the damaged file is kept aside
     assert RunStore().list() == []
     assert main(["store", "reset"]) == 2  # a healthy store is not reset without --force
+
+
+def test_a_running_run_is_orphaned_only_when_its_process_is_gone() -> None:
+    from tl_core.owners import owner_gone, this_host
+
+    store = RunStore()
+    (run_id,) = store.create_group([_new()])
+    store.mark_running(run_id)
+    assert store.get(run_id)["owner_host"] == this_host()
+    assert not owner_gone(store.get(run_id))  # this very process
+    assert store.request_cancel(run_id) == "running"  # asked to stop, still running
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # A live pid that started after the run's last heartbeat is another process (a
+        # recycled pid), not the run's owner.
+        store.update(run_id, worker_pid=sleeper.pid, heartbeat=time.time() - 30)
+        assert owner_gone(store.get(run_id))
+        store.update(run_id, heartbeat=time.time() + 30)
+        assert not owner_gone(store.get(run_id))
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=30)
+
+    # Another machine: only a stale heartbeat tells.
+    store.update(run_id, owner_host="elsewhere", worker_pid=1, heartbeat=time.time())
+    assert not owner_gone(store.get(run_id))
+    store.update(run_id, heartbeat=time.time() - 3600)
+    assert owner_gone(store.get(run_id))
+    assert store.fail_if_orphaned(run_id)
+    assert store.get(run_id)["status"] == "failed"
+    assert not store.fail_if_orphaned(run_id)  # finished runs are left alone
+
+
+def test_a_store_damaged_in_the_middle_refuses_writers_as_it_refuses_readers(lab_home) -> None:
+    store = RunStore()
+    for _ in range(40):
+        store.create_group([_new(name="x" * 2000)])
+    with sqlite3.connect(store.db_path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(store.db_path.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle : middle + 4096] = b"garbage!" * 512
+    store.db_path.write_bytes(bytes(data))
+    with pytest.raises(LabError, match="damaged"):
+        RunStore().list()
+    with pytest.raises(LabError, match="damaged or unreadable.*store reset"):
+        RunStore().create_group([_new()])  # was: written into the damaged file
+    from tl_core.cli import main
+
+    assert main(["cancel", "nope"]) == 2
+    assert store.db_path.read_bytes() == bytes(data)

@@ -84,6 +84,7 @@ def resumable(store: RunStore, run_id: str) -> bool:
 
 
 def _check_resumable(store: RunStore, run_id: str) -> None:
+    store.fail_if_orphaned(run_id)  # a killed `train` stays "running" until this
     record = store.get(run_id)
     if record["status"] in ("queued", "running", "done"):
         raise LabError(
@@ -99,7 +100,8 @@ def _check_resumable(store: RunStore, run_id: str) -> None:
 def resume_run(store: RunStore, run_id: str, **kwargs) -> dict:
     """Continue a failed or cancelled run from its last finished epoch, in this process."""
     _check_resumable(store, run_id)
-    store.update(run_id, status="running", cancel_requested=0, error=None, finished=None)
+    store.update(run_id, cancel_requested=0, error=None, finished=None)
+    store.mark_running(run_id)
     return execute_run(store, run_id, **kwargs)
 
 

@@ -27,8 +27,9 @@ from typing import Any
 from tl_core import paths, persist
 from tl_core.atomic import atomic_torch_save, atomic_write_bytes  # noqa: F401 - re-exported
 from tl_core.errors import LabError, as_lab_error
+from tl_core.owners import end_orphan, remove_run_leftovers, this_host
 from tl_core.run_deps import GROUP_REF, fail_broken_dependents, resolve_group_ref  # noqa: F401
-from tl_core.store_repair import check_store, move_store_aside, store_error  # noqa: F401
+from tl_core.store_repair import check_store, move_store_aside, refuse_if_damaged, store_error  # noqa: F401
 
 FINISHED = ("done", "failed", "cancelled")
 
@@ -94,6 +95,8 @@ MIGRATIONS: list[str] = [
     # version 2: a group may wait for another (a recipe's later stage for the one before)
     "ALTER TABLE runs ADD COLUMN depends_on TEXT",
     "ALTER TABLE runs ADD COLUMN executor TEXT; ALTER TABLE runs ADD COLUMN node TEXT; ALTER TABLE runs ADD COLUMN world_size INTEGER",  # 3: where it trained (executor, node, DDP processes)
+    # version 4: the machine of the process in worker_pid, to tell when that process is gone
+    "ALTER TABLE runs ADD COLUMN owner_host TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 JSON_FIELDS = ("classes", "config", "versions")
@@ -144,7 +147,9 @@ class RunStore:
             raise as_lab_error(exc) or exc from exc
         self.busy_timeout = busy_timeout
         self.journal_mode = "wal"
+        self._checked = False
         self._init_db()
+        remove_run_leftovers(self.home, self.runs_root)
 
     # ------------------------------------------------------------------ connections
 
@@ -163,6 +168,7 @@ class RunStore:
             raise store_error(self.db_path, exc) from exc
         try:
             if write:
+                self._checked = self._checked or refuse_if_damaged(conn, self.db_path)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -191,6 +197,8 @@ class RunStore:
                     f"the run store {self.db_path} was written by a newer version of the lab "
                     f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade the lab"
                 )
+            if version < SCHEMA_VERSION:
+                self._checked = refuse_if_damaged(conn, self.db_path)
             for v in range(version, SCHEMA_VERSION):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -377,8 +385,9 @@ class RunStore:
             run_id = order[0]["id"]
             resolve_group_ref(conn, order[0])
             conn.execute(
-                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker_pid = ? WHERE id = ?",
-                (now, now, worker_pid or os.getpid(), run_id),
+                "UPDATE runs SET status = 'running', started = ?, heartbeat = ?, worker_pid = ?, "
+                "owner_host = ? WHERE id = ?",
+                (now, now, worker_pid or os.getpid(), this_host(), run_id),
             )
         return self.get(run_id)
 
@@ -395,8 +404,8 @@ class RunStore:
             return self._last_starts(conn)
 
     def mark_running(self, run_id: str) -> None:
-        now = time.time()
-        self.update(run_id, status="running", started=now, heartbeat=now, worker_pid=os.getpid())
+        now, owner = time.time(), {"worker_pid": os.getpid(), "owner_host": this_host()}
+        self.update(run_id, status="running", started=now, heartbeat=now, **owner)
 
     def heartbeat(self, run_id: str, **progress: Any) -> None:
         self.update(run_id, heartbeat=time.time(), **progress)
@@ -429,11 +438,13 @@ class RunStore:
         persist.run_changed(self.home, run_id)  # TL_LAB_PERSIST: keep it beyond a restart
 
     def request_cancel(self, run_id: str) -> str:
-        """Ask a run to stop; a queued run is cancelled at once. Returns the new status."""
+        """Ask a run to stop; a queued one, or one whose process is gone, stops at once."""
         with self._conn(write=True) as conn:
-            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise LabError(f"no run with id {run_id!r}")
+            if end_orphan(conn, row, "cancelled"):
+                return "cancelled"
             if row["status"] == "queued":
                 conn.execute(
                     "UPDATE runs SET status = 'cancelled', cancel_requested = 1, finished = ? WHERE id = ?",
@@ -450,6 +461,13 @@ class RunStore:
                 "SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
         return bool(row and row["cancel_requested"])
+
+    def fail_if_orphaned(self, run_id: str) -> bool:
+        """Mark `run_id` failed when it is running but its process is gone (`owner_gone`);
+        True when it did. A killed `train` can then be resumed or cancelled at once."""
+        with self._conn(write=True) as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return end_orphan(conn, row, "failed")
 
     def fail_stale(self, max_age: float) -> list[str]:
         """Mark running runs whose heartbeat is older than `max_age` seconds as failed."""

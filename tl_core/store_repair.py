@@ -13,12 +13,23 @@ from tl_core import paths
 from tl_core.errors import LabError
 
 
-def damaged_message(db_path: Path, exc: Exception) -> str:
+def damaged_message(db_path: Path, exc: Exception | str) -> str:
     return (
         f"the run store {db_path} is damaged or unreadable ({exc}). Nothing was changed. "
         "To keep the damaged file aside and start a new store, run `python -m tl_core store reset` "
         "(run folders with their weights are kept)"
     )
+
+
+def refuse_if_damaged(conn: sqlite3.Connection, db_path: Path) -> bool:
+    """Raise the damaged-store LabError unless SQLite's quick check passes; True when it does.
+
+    Run before a store object's first write, so that writers refuse a damaged file as readers
+    do: a write can succeed on an intact page of a file whose other pages are garbage."""
+    found = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall())
+    if found != "ok":
+        raise LabError(damaged_message(db_path, found))
+    return True
 
 
 def check_store(home: str | Path | None = None) -> str:

@@ -8,6 +8,8 @@ hit with its licence and author), its SHA-256, size in bytes and pixels.
 Every change goes through `DatasetWriter`: it builds the new state in a hidden temporary
 folder next to the data set (existing images are hard-linked, not copied) and swaps it into
 place only when the whole operation succeeded, so a failed import leaves the set as it was.
+Changes of one set take turns (`DatasetLock`), so two at once never lose pictures; what a
+killed change left behind is removed later (`owners.remove_stale_temporaries`).
 
 Storage choice: an accepted image keeps its original bytes when it is a JPEG, PNG, BMP or
 WebP whose pixels are already plain RGB or greyscale and upright. Anything else (CMYK,
@@ -18,12 +20,14 @@ folder, not only `images.load_rgb`, then sees the picture the lab checked.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import time
 import unicodedata
 import uuid
 from collections import Counter
@@ -45,6 +49,7 @@ from tl_core.data.images import (
     placeholder_reason,
 )
 from tl_core.errors import LabError
+from tl_core.owners import remove_stale_temporaries
 from tl_core.paths import datasets_dir
 
 MANIFEST = "manifest.json"
@@ -53,6 +58,8 @@ MAX_CLASS_NAME = 64
 MAX_FILE_NAME = 100
 # One upload or download larger than this is refused before decoding.
 MAX_FILE_BYTES = 50 * 1024 * 1024
+# How long a change waits for another change of the same data set to finish.
+LOCK_WAIT = 120.0
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -305,6 +312,7 @@ class DatasetInfo:
 def list_datasets() -> list[DatasetInfo]:
     """Every data set in the lab home, by name."""
     infos = []
+    remove_stale_temporaries([datasets_dir()])
     for path in sorted(datasets_dir().iterdir()):
         if not path.is_dir() or path.name.startswith(".") or not _DATASET_NAME.match(path.name):
             continue
@@ -327,9 +335,10 @@ def delete_dataset(name: str) -> DataReport:
     path = dataset_path(name)
     if not path.is_dir():
         raise LabError(f"no data set {name!r}; `data list` shows the sets there are")
-    manifest = load_manifest(path)
-    trash = path.with_name(f".trash-{name}-{uuid.uuid4().hex[:8]}")
-    path.rename(trash)
+    with DatasetLock(name):
+        manifest = load_manifest(path)
+        trash = path.with_name(_temp_name("trash", name))
+        path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
     persist.dataset_changed(path)  # TL_LAB_PERSIST: forget it there too
     return DataReport(
@@ -343,6 +352,50 @@ def delete_dataset(name: str) -> DataReport:
 
 # ---------------------------------------------------------------------------------------
 # The writer
+
+
+def _temp_name(kind: str, name: str) -> str:
+    """`.KIND-NAME-pPID-XXXXXXXX`: hidden, and `owners` can tell when its writer is gone."""
+    return f".{kind}-{name}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class DatasetLock:
+    """An exclusive lock on one data set, between threads and processes alike.
+
+    A change holds it from reading the set to swapping the new state in, so two imports
+    into one set run one after the other and neither loses the other's pictures. It is an
+    `flock` on `datasets_dir()/.lock-NAME` (one open file per holder, so threads exclude each
+    other too); the system drops it when its process dies, however it dies.
+    """
+
+    def __init__(self, name: str, *, wait: float = LOCK_WAIT) -> None:
+        self.name = check_dataset_name(name)
+        self.wait = wait
+        self._fh = None
+
+    def __enter__(self) -> DatasetLock:
+        fh = open(datasets_dir() / f".lock-{self.name}", "a+b")  # noqa: SIM115 - held until exit
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.close()
+                    raise LabError(
+                        f"data set {self.name!r} is being changed by another import or edit; "
+                        "try again when that has finished"
+                    ) from None
+                time.sleep(0.05)
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
 
 
 def _encoded(image: DecodedImage, data: bytes) -> tuple[bytes, str, str]:
@@ -380,6 +433,7 @@ class DatasetWriter:
         self.skip_placeholders = skip_placeholders
         self.max_pixels = max_pixels
         self.report = DataReport(name=name, path=str(self.final))
+        self._lock = DatasetLock(name)
         self.manifest = Manifest(name=name, layout="")
         self.tmp: Path | None = None
         self._by_path: dict[str, ImageRecord] = {}
@@ -388,7 +442,18 @@ class DatasetWriter:
     # -- lifecycle --
 
     def __enter__(self) -> DatasetWriter:
-        self.tmp = datasets_dir() / f".tmp-{self.name}-{uuid.uuid4().hex[:8]}"
+        self._lock.__enter__()
+        try:
+            self._snapshot()
+        except BaseException:
+            self.__exit__(None, None, None, commit=False)
+            raise
+        return self
+
+    def _snapshot(self) -> None:
+        """The set as it is now, hard-linked into a new temporary folder (under the lock)."""
+        remove_stale_temporaries([datasets_dir()])
+        self.tmp = datasets_dir() / _temp_name("tmp", self.name)
         self.tmp.mkdir()
         if self.final.is_dir() and not self.replace:
             old = load_manifest(self.final)
@@ -400,15 +465,17 @@ class DatasetWriter:
                 if src.is_file():
                     self._link(src, self.tmp / record.path)
                     self._remember(record)
-        return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type, exc, tb, *, commit: bool = True) -> None:
         try:
-            if exc_type is None:
+            if exc_type is None and commit:
                 self._commit()
         finally:
-            if self.tmp is not None and self.tmp.exists():
-                shutil.rmtree(self.tmp, ignore_errors=True)
+            try:
+                if self.tmp is not None and self.tmp.exists():
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+            finally:
+                self._lock.__exit__()
 
     def _commit(self) -> None:
         assert self.tmp is not None
@@ -426,7 +493,7 @@ class DatasetWriter:
         )
         old = None
         if self.final.exists():
-            old = self.final.with_name(f".old-{self.name}-{uuid.uuid4().hex[:8]}")
+            old = self.final.with_name(_temp_name("old", self.name))
             self.final.rename(old)
         self.tmp.rename(self.final)
         self.tmp = None
