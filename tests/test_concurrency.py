@@ -132,4 +132,4 @@ def test_two_edits_of_one_data_set_at_once_keep_every_picture_reported_added(
     names = sorted(r.path for r in load_manifest("pets").images)
     assert names == ["cat/a.png", "cat/first.png", "dog/b.png"]
     left = sorted(p.name for p in data_store.datasets_dir().iterdir())
-    assert left == [".lock-pets", "pets"]  # no temporary folder left behind
+    assert left == ["pets"]  # no temporary folder left behind

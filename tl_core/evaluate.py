@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tl_core.atomic import load_weights
 from tl_core.data.images import ImageDecodeError, load_rgb
 from tl_core.errors import LabError
 from tl_core.jobs import META_FILE, PREDICTIONS_FILE, WEIGHTS_FILE
@@ -43,7 +44,10 @@ def load_trained(store: RunStore, run_id: str) -> TrainedModel:
         raise LabError(f"run {run_id} has no saved weights ({weights} is missing)")
     meta = store.read_json(run_id, META_FILE)
     model = build_for_inference(meta["backbone"], len(meta["classes"]))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(load_weights(weights))
+    except RuntimeError as exc:  # tensors of another model
+        raise LabError(f"run {run_id}'s weights do not fit its model; train it again") from exc
     model.eval()
     return TrainedModel(
         run_id=run_id,

@@ -85,3 +85,10 @@ def save_cache(data: dict, path: Path) -> None:
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def locks_dir() -> Path:
+    """Lock files (one per data set): empty files that `flock` needs, kept out of the way."""
+    path = lab_home() / "locks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from tl_core import distributed
+from tl_core.atomic import load_weights
 from tl_core.errors import LabError, as_lab_error
 from tl_core.machine import Runtime, device_label, resolve_runtime, seed_everything
 from tl_core.models import (
@@ -219,7 +220,7 @@ def init_state(store: RunStore, spec: RunSpec) -> dict[str, torch.Tensor]:
     path = store.run_dir(spec.init_from, create=False) / WEIGHTS_FILE
     if not path.is_file():
         raise LabError(f"run {spec.init_from} has no saved weights")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights(path)
 
 
 def build(store: RunStore, spec: RunSpec, data: RunData) -> BuiltModel:

@@ -40,6 +40,7 @@ from tl_core.progress import EpochStats, Progress, ProgressFn
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 BN_MODES = ("train", "frozen")
+MAX_SEED = 2**32 - 1  # the largest seed numpy accepts (torch accepts more)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class TrainConfig:
             problems.append(f"probe epochs must be between 1 and 1000, got {self.probe_epochs}")
         if self.step_size < 1 or not 0 < self.gamma <= 1:
             problems.append("step schedule needs step_size >= 1 and 0 < gamma <= 1")
+        if not (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED):
+            problems.append(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
         if self.early_stopping < 0 or self.validate_every < 0:
             problems.append("early_stopping and validate_every must be >= 0")
         if problems:

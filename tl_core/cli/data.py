@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from tl_core.cli.common import Bars, add_json_flag, emit, positive_int
+from tl_core.cli.common import Bars, add_json_flag, emit, positive_int, positive_number
 from tl_core.data import builtin, class_splits, curate, download, search, sources, store
 from tl_core.errors import LabError
 
@@ -195,8 +195,8 @@ def _leaf(sub, name: str, func: Callable[[argparse.Namespace], int], help: str):
 
 def _fetch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=8, help="parallel downloads (8)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds per URL (20)")
-    p.add_argument("--max-mb", type=float, default=20.0, help="size limit per file (20)")
+    p.add_argument("--timeout", type=positive_number, default=20.0, help="seconds per URL (20)")
+    p.add_argument("--max-mb", type=positive_number, default=20.0, help="size limit per file (20)")
     p.add_argument("--replace", action="store_true", help="start the data set afresh")
 
 

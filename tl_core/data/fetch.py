@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import socket
 import threading
@@ -39,6 +40,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from tl_core import __version__
+from tl_core.errors import LabError
 
 USER_AGENT = (
     f"TransferLearningLab/{__version__} (image data set builder for teaching transfer "
@@ -69,6 +71,13 @@ class FetchPolicy:
     backoff: float = 0.5  # seconds, doubled after each retry
     max_redirects: int = 5
     workers: int = 8
+
+    def __post_init__(self) -> None:
+        # NaN passes every `<= 0` test and `inf` never times out: refuse both here, once.
+        for name in ("connect_timeout", "read_timeout", "total_timeout", "max_bytes"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise LabError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def default_policy(**overrides) -> FetchPolicy:

@@ -50,7 +50,7 @@ from tl_core.data.images import (
 )
 from tl_core.errors import LabError
 from tl_core.owners import remove_stale_temporaries
-from tl_core.paths import datasets_dir
+from tl_core.paths import datasets_dir, locks_dir
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -364,7 +364,7 @@ class DatasetLock:
 
     A change holds it from reading the set to swapping the new state in, so two imports
     into one set run one after the other and neither loses the other's pictures. It is an
-    `flock` on `datasets_dir()/.lock-NAME` (one open file per holder, so threads exclude each
+    `flock` on `locks/dataset-NAME.lock` in the lab home (one open file per holder, so threads exclude each
     other too); the system drops it when its process dies, however it dies.
     """
 
@@ -374,7 +374,7 @@ class DatasetLock:
         self._fh = None
 
     def __enter__(self) -> DatasetLock:
-        fh = open(datasets_dir() / f".lock-{self.name}", "a+b")  # noqa: SIM115 - held until exit
+        fh = open(locks_dir() / f"dataset-{self.name}.lock", "a+b")  # noqa: SIM115 - held until exit
         deadline = time.monotonic() + self.wait
         while True:
             try:
