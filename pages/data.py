@@ -12,6 +12,7 @@ from tl_core import charts, workspaces
 from tl_core.data import builtin, curate, download, search, sources
 from tl_core.data.store import dataset_path, delete_dataset, load_manifest
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 
 ws = st.session_state.get("workspace", "")
 PAGE_SIZE = 24
@@ -30,7 +31,7 @@ else:
 try:
     target = workspaces.dataset_name(ws, short)
 except LabError as exc:
-    st.error(str(exc))
+    st.error(md(exc))
     st.stop()
 
 
@@ -52,7 +53,7 @@ def run_import(title: str, fn, /, *args, done: str | None = None, **kwargs) -> N
     try:
         report = fn(*args, on_progress=progress_bar(title), **kwargs)
     except LabError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     st.session_state["data_report"] = {**report.to_dict(), "done": done}
     st.session_state["data_next"] = workspaces.short_name(report.name)
@@ -80,9 +81,9 @@ def confirmed(key: str, clicked: bool, what: str, question: str) -> bool:
 
 def show_report(report: dict) -> None:
     """What an import or a change did, in the colour it deserves, with short names only."""
-    name = workspaces.short_name(report["name"])
+    name = md(workspaces.short_name(report["name"]))
     skipped = len(report["skipped"])
-    classes = ", ".join(report["classes"]) or "none"
+    classes = md(", ".join(report["classes"])) or "none"
     if report.get("done"):
         st.info(f"{name}: {report['done']}. Classes now: {classes}")
     elif report["added"]:
@@ -92,7 +93,7 @@ def show_report(report: dict) -> None:
     else:
         st.warning(f"{name}: nothing was added ({skipped} skipped). Classes: {classes}")
     for w in report["warnings"]:
-        st.warning(w.replace(report["name"], name))
+        st.warning(md(w.replace(report["name"], workspaces.short_name(report["name"]))))
     if report["skipped"]:
         st.dataframe(report["skipped"], hide_index=True)
 
@@ -205,7 +206,7 @@ with tabs[6]:
             try:
                 allowed = workspaces.check_server_folder(folder)
             except LabError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
             else:
                 run_import("importing", sources.import_path, allowed, target)
     else:
@@ -230,12 +231,12 @@ def inspection(name: str, stamp: float) -> dict:
 
 manifest_file = dataset_path(target) / "manifest.json"
 info = inspection(target, manifest_file.stat().st_mtime if manifest_file.exists() else 0.0)
-st.subheader(f"{short}: {info['images']} pictures, {len(info['classes'])} classes")
+st.subheader(f"{md(short)}: {info['images']} pictures, {len(info['classes'])} classes")
 c1, c2 = st.columns([3, 2])
 c1.plotly_chart(charts.class_balance(info["split_counts"]), key="balance")
 with c2:
     for w in info["warnings"]:
-        st.warning(w)
+        st.warning(md(w))
     if info["leakage"]:
         st.dataframe(info["leakage"][:50], hide_index=True)
     if info["duplicates"]:

@@ -12,6 +12,7 @@ from tl_core import charts, consent, form_memory, groups, machine, recipes, work
 from tl_core.data.folder import scan_dataset
 from tl_core.data.store import dataset_path
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
 from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get_backbone
 from tl_core.runs import RunStore
@@ -155,7 +156,7 @@ def queue_recipe(name: str, data: str | None, offline: bool, clicked: bool) -> N
         )
         recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
     except LabError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     queue_changed()
     ensure_worker()
@@ -343,7 +344,7 @@ else:
     try:
         n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)
     except LabError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         n_train = n_val = n_classes = 0
     if strategies and n_classes >= 2:
         st.subheader("Before you start")
@@ -381,7 +382,7 @@ else:
             )
             ids = workspaces.queue_runs(store, specs, workspace=ws, request_id=request_id)
         except LabError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
         else:
             queue_changed()
             ensure_worker()
@@ -442,7 +443,7 @@ def queue_panel(refreshing: bool) -> None:
     for run in view:
         with st.container(border=True, key=f"queued_{run['id']}"):
             left, right = st.columns([5, 1])
-            label = charts.run_label(run)
+            label = md(charts.run_label(run))
             if run["status"] == "running":
                 frac, text = running_progress(run)
                 left.markdown(f"**{label}** — running")
@@ -472,9 +473,8 @@ def queue_panel(refreshing: bool) -> None:
             )
             for r in finished:
                 if r["status"] == "failed":
-                    st.error(
-                        f"{charts.run_label(r)} failed: {(r.get('error') or '').splitlines()[0]}"
-                    )
+                    reason = ((r.get("error") or "").splitlines() or [""])[0]
+                    st.error(f"{md(charts.run_label(r))} failed: {md(reason)}")
             if len(finished) == len(runs):
                 st.page_link(
                     "pages/results.py", label="See the results", icon=":material/monitoring:"

@@ -10,6 +10,7 @@ import streamlit as st
 from tl_core import charts, gradcam
 from tl_core.data.images import ImageDecodeError, decode_bytes
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 from tl_core.evaluate import TrainedModel, load_trained, predict
 from tl_core.export import FORMATS, export_model
 from tl_core.runs import RunStore
@@ -56,18 +57,18 @@ for name, data in sources:
     try:
         image = decode_bytes(data).rgb
     except ImageDecodeError as exc:
-        st.error(f"{name}: {exc}")
+        st.error(f"{md(name)}: {md(exc)}")
         continue
-    st.markdown(f"#### {name}")
+    st.markdown(f"#### {md(name)}")
     cols = st.columns(max(1, len(chosen)))
     for col, run_id in zip(cols, chosen, strict=False):
         with col:
             try:
                 trained = cached_model(str(store.home), run_id)
             except LabError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
                 continue
-            st.caption(charts.run_label(by_id[run_id]))
+            st.caption(md(charts.run_label(by_id[run_id])))
             (top,) = predict(trained, [image], top_k=top_k)
             if show_cam:
                 heat, index = gradcam.gradcam(trained, image, top[0]["index"])

@@ -6,6 +6,7 @@ import streamlit as st
 
 from tl_core import charts, recipes, report
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
 from tl_core.jobs import queue_resume, resumable
 from tl_core.recipes.charts import recipe_figures
@@ -50,14 +51,15 @@ st.dataframe(
 )
 for r in selected:
     if r["status"] == "failed":
-        st.error(f"{charts.run_label(r)} failed: {(r.get('error') or '').splitlines()[0]}")
+        reason = ((r.get("error") or "").splitlines() or [""])[0]
+        st.error(f"{md(charts.run_label(r))} failed: {md(reason)}")
     if r["status"] in ("failed", "cancelled") and resumable(store, r["id"]):
-        label = f"Resume {charts.run_label(r)} from epoch {(r.get('epoch') or 0) + 1}"
+        label = f"Resume {md(charts.run_label(r))} from epoch {(r.get('epoch') or 0) + 1}"
         if st.button(label, key=f"resume_{r['id']}"):
             try:
                 queue_resume(store, r["id"])
             except LabError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
             else:
                 ensure_worker()
                 st.success("Queued again: it continues from its last finished epoch.")
@@ -79,7 +81,7 @@ def reference_figures(run_list: list[dict]) -> None:
         try:
             results = recipes.recipe_results(store, run_ids=ids)
         except LabError as exc:
-            st.warning(str(exc))
+            st.warning(md(exc))
             continue
         st.subheader(f"Recipe: {results['title']}")
         st.markdown(results["reference"]["text"])
@@ -96,7 +98,7 @@ reference_figures(selected)
 st.subheader("Each run")
 for r in selected:
     rows = history[history["run"] == r["id"]]
-    with st.expander(charts.run_label(r), expanded=len(selected) == 1):
+    with st.expander(md(charts.run_label(r)), expanded=len(selected) == 1):
         if rows.empty:
             st.write("No finished epoch.")
             continue
@@ -118,7 +120,7 @@ if done:
     try:
         preds = validation_predictions(store, one)
     except LabError as exc:
-        st.warning(str(exc))
+        st.warning(md(exc))
     else:
         c1, c2 = st.columns(2)
         c1.plotly_chart(

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tl_core import escape
 from tl_core.strategies import STRATEGIES
 
 OVERLAYS = (
@@ -50,9 +51,24 @@ def history_frame(runs: Sequence[dict], epochs: dict[str, list[dict]]) -> pd.Dat
     return pd.DataFrame(rows, columns=[*columns, "val_loss", "val_acc", "seconds"])
 
 
+def _escape_texts(fig: go.Figure) -> None:
+    """Show run, data set and class names as typed: Plotly renders a subset of HTML in names,
+    labels and hover text (an `<a href>` run name would be a live link)."""
+    for trace in fig.data:
+        if isinstance(trace.name, str):
+            trace.name = escape.plotly(trace.name)
+        for key in ("x", "y", "text"):
+            values = getattr(trace, key, None)
+            if isinstance(values, str):
+                setattr(trace, key, escape.plotly(values))
+            elif isinstance(values, tuple | list) and all(isinstance(v, str) for v in values):
+                setattr(trace, key, [escape.plotly(v) for v in values])
+
+
 def _layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
+    _escape_texts(fig)
     fig.update_layout(
-        title=title,
+        title=escape.plotly(title),
         height=height,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
         legend={"orientation": "h", "y": -0.25},

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from tl_core import charts
+from tl_core import charts, escape
 from tl_core.runs import RunStore
 
 
@@ -18,9 +18,10 @@ def _runs(store: RunStore, run_ids: Sequence[str]) -> tuple[list[dict], dict[str
 
 
 def metrics_csv(store: RunStore, run_ids: Sequence[str]) -> str:
-    """Per-epoch metrics of the runs, one row per (run, epoch)."""
+    """Per-epoch metrics of the runs, one row per (run, epoch); no text cell is a formula."""
     runs, epochs = _runs(store, run_ids)
-    return charts.history_frame(runs, epochs).to_csv(index=False)
+    frame = charts.history_frame(runs, epochs)
+    return frame.map(escape.csv_cell).to_csv(index=False)
 
 
 def html_report(store: RunStore, run_ids: Sequence[str]) -> str:
