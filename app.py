@@ -12,10 +12,12 @@ import streamlit as st
 
 from tl_core import machine, paths, workspaces
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
 from tl_core.recipes import CLASSROOM, plan, queue_recipe
 from tl_core.recipes.classroom import lesson_seconds
 from tl_core.runs import RunStore
+from tl_core.store_repair import home_problem
 from tl_core.worker import ensure_worker
 
 st.set_page_config(
@@ -111,6 +113,7 @@ def home() -> None:
     )
 
 
+problem = home_problem()
 ws = current_workspace()
 st.session_state["workspace_box"] = ws
 with st.sidebar:
@@ -129,7 +132,7 @@ def runs_waiting(home: str) -> bool:
 
 
 # Runs left queued (a server restart, a Space waking up) resume without a click.
-if runs_waiting(str(paths.lab_home())):
+if problem is None and runs_waiting(str(paths.lab_home())):
     ensure_worker()
 
 page = st.navigation(
@@ -142,4 +145,7 @@ page = st.navigation(
         st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ]
 )
+if problem is not None:  # one clear message on every page instead of a traceback on each
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 page.run()

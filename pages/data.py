@@ -13,6 +13,11 @@ from tl_core.data import builtin, curate, download, search, sources
 from tl_core.data.store import dataset_path, delete_dataset, load_manifest
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
+from tl_core.store_repair import home_problem
+
+if problem := home_problem():  # a lab home that cannot be written: one clear message
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 
 ws = st.session_state.get("workspace", "")
 PAGE_SIZE = 24

@@ -18,9 +18,14 @@ from tl_core.models import BACKBONES, STRATEGIES, build_model, count_params, get
 from tl_core.runs import RunStore
 from tl_core.schedule import estimate_seconds, queue_view, running_progress
 from tl_core.spec import RunSpec, expand
+from tl_core.store_repair import home_problem
 from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
 from tl_core.worker import ensure_worker, worker_status
+
+if problem := home_problem():  # a lab home that cannot be written: one clear message
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()

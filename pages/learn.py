@@ -8,11 +8,17 @@ import streamlit as st
 
 from tl_core import charts, consent
 from tl_core.errors import LabError
+from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
 from tl_core.recipes import CLASSROOM, plan, prepare_data, queue_recipe
 from tl_core.recipes.classroom import lesson_seconds
 from tl_core.runs import RunStore
+from tl_core.store_repair import home_problem
 from tl_core.worker import ensure_worker
+
+if problem := home_problem():  # a lab home that cannot be written: one clear message
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 
 ws = st.session_state.get("workspace", "")
 st.session_state.setdefault("learn_request", str(uuid.uuid4()))

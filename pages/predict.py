@@ -14,6 +14,11 @@ from tl_core.escape import markdown as md
 from tl_core.evaluate import TrainedModel, load_trained, predict
 from tl_core.export import FORMATS, export_model
 from tl_core.runs import RunStore
+from tl_core.store_repair import home_problem
+
+if problem := home_problem():  # a lab home that cannot be written: one clear message
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()

@@ -11,7 +11,12 @@ from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, val
 from tl_core.jobs import queue_resume, resumable
 from tl_core.recipes.charts import recipe_figures
 from tl_core.runs import RunStore
+from tl_core.store_repair import home_problem
 from tl_core.worker import ensure_worker
+
+if problem := home_problem():  # a lab home that cannot be written: one clear message
+    st.error(md(problem), icon=":material/folder_off:")
+    st.stop()
 
 ws = st.session_state.get("workspace", "")
 store = RunStore()

@@ -80,3 +80,38 @@ def test_predict_with_a_broken_picture_says_so(home_with_runs):
     messages = " ".join(str(e.value) for e in [*at.error, *at.warning])
     assert "broken\\.jpg" in messages  # the name, escaped for Markdown
     assert len([d for d in at.dataframe]) >= 1  # the good picture still gets its prediction
+
+
+PAGES = [None, "pages/data.py", "pages/experiments.py", "pages/results.py",
+         "pages/predict.py", "pages/learn.py"]  # fmt: skip
+
+
+def _one_clear_message(page, expected: str) -> None:
+    at = app_at(page)
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error if expected in e.value], [e.value for e in at.error]
+    assert len(at.error) == 1
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p or "home")
+def test_a_lab_home_that_cannot_be_created_is_one_clear_message_on_every_page(
+    page, tmp_path, monkeypatch
+) -> None:
+    # Tests run as root, which writes through chmod 0555: a home whose parent is a file
+    # cannot be created by anyone, root included.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TL_LAB_HOME", str(blocker / "home"))
+    _one_clear_message(page, "TL\\_LAB\\_HOME")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p or "home")
+def test_a_read_only_run_store_is_one_clear_message_on_every_page(page, monkeypatch) -> None:
+    # A read-only mount, as SQLite reports it (root ignores file modes, so it is injected).
+    import sqlite3
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    _one_clear_message(page, "cannot write the run store")

@@ -47,17 +47,41 @@ def lab_home() -> Path:
     return home
 
 
-def datasets_dir() -> Path:
-    path = lab_home() / "datasets"
-    path.mkdir(parents=True, exist_ok=True)
+def _folder(path: Path) -> Path:
+    """`path`, created if missing; a LabError saying what to do when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(
+            f"cannot create {path} in the lab home: {exc.strerror or exc}; make the lab home "
+            "writable, or set TL_LAB_HOME to a writable folder"
+        ) from exc
     return path
+
+
+def check_writable_home() -> Path:
+    """The lab home, after proving that a file can be written there (a read-only disk or
+    mount, or a home owned by another user, fails here with one clear LabError)."""
+    home = lab_home()
+    probe = home / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise LabError(
+            f"the lab home {home} is not writable ({exc.strerror or exc}); make it writable, "
+            "or set TL_LAB_HOME to a writable folder and restart the app"
+        ) from exc
+    return home
+
+
+def datasets_dir() -> Path:
+    return _folder(lab_home() / "datasets")
 
 
 def cache_dir(kind: str) -> Path:
     """A cache folder (`features`, `images`, ...): safe to delete, rebuilt on demand."""
-    path = lab_home() / "cache" / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(lab_home() / "cache" / kind)
 
 
 def load_cache(path: Path) -> dict | None:
@@ -89,6 +113,4 @@ def save_cache(data: dict, path: Path) -> None:
 
 def locks_dir() -> Path:
     """Lock files (one per data set): empty files that `flock` needs, kept out of the way."""
-    path = lab_home() / "locks"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(lab_home() / "locks")

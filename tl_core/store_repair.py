@@ -79,3 +79,17 @@ def store_error(db_path: Path, exc: sqlite3.DatabaseError) -> Exception:
     if isinstance(exc, sqlite3.OperationalError) and "no such" in text:
         return exc
     return LabError(damaged_message(db_path, exc))
+
+
+def home_problem() -> str | None:
+    """Why the lab home cannot be used now (not writable, not creatable, its run store
+    unreadable), or None. The app and every page check this first, so that a broken home is
+    one clear message instead of a traceback per page."""
+    from tl_core.runs import RunStore  # the store module imports this one
+
+    try:
+        paths.check_writable_home()
+        RunStore()
+    except LabError as exc:
+        return str(exc)
+    return None
