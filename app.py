@@ -95,7 +95,7 @@ def home() -> None:
             )
             queue_recipe(RunStore(), lesson.name, workspace=ws, request_id=request_id)
         except LabError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
         else:
             ensure_worker()
             st.switch_page("pages/experiments.py")

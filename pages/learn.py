@@ -113,7 +113,7 @@ for n, (title, text, lesson_name, strategies) in enumerate(IDEAS):
                 RunStore(), lesson_name, workspace=ws, request_id=st.session_state["learn_request"]
             )
         except LabError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
         else:
             st.session_state["learn_request"] = str(uuid.uuid4())
             ensure_worker()

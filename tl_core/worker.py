@@ -34,6 +34,7 @@ from typing import Any
 
 from tl_core import paths
 from tl_core.errors import LabError
+from tl_core.owners import pid_alive
 from tl_core.ray_exec import executor
 
 LOCK_FILE = "worker.lock"
@@ -208,26 +209,12 @@ def _spawn(home: Path) -> subprocess.Popen:
 # ---------------------------------------------------------------------------- the loop
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def fail_orphans(store, stale_after: float = STALE_AFTER) -> list[str]:
     """Mark running runs failed when their process is gone or their heartbeat is stale."""
     failed = []
     for run in store.list(status="running"):
         pid = run.get("worker_pid")
-        if pid and pid != os.getpid() and not _pid_alive(pid):
+        if pid and pid != os.getpid() and not pid_alive(pid):
             store.finish(
                 run["id"],
                 "failed",
