@@ -37,7 +37,7 @@ def test_upload_and_webcam_get_top_k_and_grad_cam(runs):
     at.run()
     assert not at.exception
     assert [m.value for m in at.markdown if m.value.startswith("####")] == [
-        "#### stripe\\.png",  # the file name, escaped for Markdown
+        "#### stripe.png",
         "#### webcam shot",
     ]
     tables = [d.value for d in at.dataframe]

@@ -42,6 +42,12 @@ def test_markdown_escaping_keeps_the_text_and_drops_the_markup() -> None:
     assert escape.markdown("a_b*c*") == r"a\_b\*c\*"
     assert not LIVE_MARKDOWN.search(escape.markdown(HOSTILE_NAME))
     assert "\n" not in escape.markdown("one\n# two")
+    bare = escape.markdown("see https://evil.example and www.evil.example, or me@evil.example")
+    assert "https://" not in bare and "www." not in bare and "me@" not in bare  # no autolinks
+    assert (
+        escape.markdown("- item").startswith("\\-")
+        and escape.markdown("manifest.json") == "manifest.json"
+    )
     assert escape.plotly(HTML_LINK).startswith("&lt;a href")
 
 

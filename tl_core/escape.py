@@ -16,9 +16,14 @@ import html
 import re
 from typing import Any
 
-# Every ASCII punctuation character CommonMark lets a backslash escape that Markdown, GFM or
-# Streamlit's extensions (`:red[...]`, `:material/x:`, `$math$`) give a meaning to.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=\"'])")
+# What makes Markdown out of plain text once newlines are gone: emphasis, code, links and
+# images (their brackets), HTML and autolinks (`<...>`), headings, strikethrough, math, and
+# Streamlit's `:colour[...]` (bracket too). Escaping only these keeps messages readable.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#~$@])")
+# GFM turns bare `https://...` and `www....` into links: break the `://` and the `www.`.
+_AUTOLINK = re.compile(r"(:)(?=//)|(?<=www)(\.)", re.IGNORECASE)
+# A list item or a heading underline at the start: `- x`, `+ x`, `= x`, `1. x`, `1) x`.
+_LEADING_BLOCK = re.compile(r"^(\s*)([-+=]|\d+[.)])")
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -26,7 +31,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def markdown(text: Any) -> str:
     """`text` shown literally inside Markdown: no links, images, emphasis, headings."""
     flat = _LINE_BREAKS.sub(" ", str(text))
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+    flat = _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+    flat = _AUTOLINK.sub(lambda m: "\\" + m.group(0), flat)
+    # The backslash goes before the marker's last character: `\-`, `1\.`.
+    return _LEADING_BLOCK.sub(lambda m: f"{m.group(1)}{m.group(2)[:-1]}\\{m.group(2)[-1]}", flat)
 
 
 def plotly(text: Any) -> str:
