@@ -48,10 +48,10 @@ good, before the head has learned anything. **Probe, then fine-tune** (`probe_fi
 "LP-FT") avoids that: first train only the head on the frozen features (a *linear probe*,
 seconds here, since the features are computed once), then let every layer learn, starting
 from that head, with the pretrained layers at a smaller learning rate than the head
-(`--backbone-lr-mult`, e.g. 0.1). Other settings help fine-tuning on small data too: keep
-BatchNorm's statistics frozen when batches are small (`--bn frozen`), warm the learning rate
-up (`--warmup-epochs`), let it decay (`--schedule cosine` or `onecycle`), and pick it with
-the learning-rate finder on the Experiments page.""",
+(*Backbone lr ×*, e.g. 0.1, on the Experiments page). Other settings there help fine-tuning
+on small data too: keep *BatchNorm statistics* frozen when batches are small, warm the
+learning rate up (*Warm-up epochs*), let it decay (*Learning-rate schedule*: cosine or
+onecycle), and pick it with *Find a learning rate*.""",
         "probe_finetune",
         ("full_finetune", "probe_finetune"),
     ),

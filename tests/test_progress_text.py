@@ -42,7 +42,7 @@ def test_just_after_epoch_one_the_line_says_epoch_two_from_its_start() -> None:
     assert running_progress(_view(store, run_id))[1].startswith("epoch 1/3, validating")
     report(_batch(1, 16, stats=_stats(1)))  # epoch 1 done, with validation
     fraction, text = running_progress(_view(store, run_id))
-    assert text.startswith("epoch 2/3, batch 0/16")
+    assert text.startswith("epoch 2/3, batch 0/16 ·")  # epoch 1's running loss is not shown
     assert abs(fraction - 1 / 3) < 1e-9
 
 

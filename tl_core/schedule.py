@@ -293,7 +293,7 @@ def running_progress(run: dict) -> tuple[float, str]:
             text += "validating"
         else:
             text += f"batch {batch}/{batches}"
-            if run.get("running_loss") is not None:
+            if run.get("running_loss") is not None and batch:  # none yet at batch 0
                 text += f", loss {run['running_loss']:.3f}, accuracy {run['running_acc']:.1%}"
     elif batches > 1:  # a one-off step: decoding, caching features or layer outputs
         fraction = min(1.0, batch / batches)
