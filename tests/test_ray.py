@@ -24,6 +24,8 @@ from tl_core.runs import RunStore
 from tl_core.spec import RunSpec
 from tl_core.train import TrainConfig
 
+# Loopback only: Ray binds this machine's cluster to 127.0.0.1 (read when Ray is imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="Ray is the optional [cluster] extra")
 pytestmark = pytest.mark.slow
 
@@ -31,11 +33,54 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_TIMEOUT = 150
 
 
+def test_a_run_whose_node_dies_fails_with_the_reason_and_resumes_on_another_node(
+    tmp_path, lab_home
+):
+    """A head without CPUs and one training node, each its own processes (Ray's `Cluster`
+    starts and stops them by pid); the run's node is killed part-way. Runs before the
+    module's cluster starts (one Ray cluster per test process at a time)."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    data = make_stripes_dataset(tmp_path / "stripes", per_class=24)
+    store = RunStore()
+    spec = RunSpec(str(data), "small_cnn", "scratch", TrainConfig(epochs=10, batch_size=8))
+    (run_id,) = queue_runs(store, [spec])
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    try:
+        first = nodes.add_node(num_cpus=1)
+        worker = _start_worker(lab_home, nodes.address)
+        try:
+            _wait_for(lambda: store.get(run_id)["epoch"] >= 1)
+            killed_on = store.get(run_id)["node"]
+            nodes.remove_node(first)  # kills that node's raylet and its workers
+        finally:
+            _finish(worker)
+        failed = store.get(run_id)
+        assert failed["status"] == "failed"
+        assert "Ray task was lost" in failed["error"] and "resume" in failed["error"]
+        assert (store.run_dir(run_id) / "checkpoint.pt").is_file()
+        stopped_at = failed["epoch"]
+        assert 1 <= stopped_at < 10
+
+        nodes.add_node(num_cpus=1)
+        queue_resume(store, run_id)
+        _finish(_start_worker(lab_home, nodes.address))
+    finally:
+        nodes.shutdown()
+    resumed = store.get(run_id)
+    assert resumed["status"] == "done", resumed["error"]
+    assert resumed["node"] != killed_on
+    assert [e["epoch"] for e in store.epochs(run_id)] == list(range(1, 11))
+
+
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """A local two-CPU Ray cluster for the module; its address for the worker."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    info = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    info = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield info.address_info["gcs_address"]
     finally:
@@ -49,6 +94,7 @@ def _start_worker(lab_home: Path, address: str) -> subprocess.Popen:
         TL_LAB_EXECUTOR="ray",
         TL_LAB_RAY_ADDRESS=address,
         TL_LAB_MAX_WORKERS="2",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         PYTHONPATH=str(ROOT),
     )
     command = [sys.executable, "-m", "tl_core", "worker", "--once", "--nice", "0", "--json"]

@@ -63,18 +63,22 @@ def _ray():
 
 def connect() -> None:
     """Join the cluster `TL_LAB_RAY_ADDRESS` names, or start a local one for this process."""
-    ray = _ray()
-    if ray.is_initialized():
-        return
     address = os.environ.get("TL_LAB_RAY_ADDRESS") or None
     if address is None:
+        # A cluster of this machine alone listens on the loopback interface only (read when
+        # Ray is imported; Ray's name for "no multi-machine cluster").
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         # The local cluster's worker processes import tl_core from this checkout.
         root = str(Path(__file__).resolve().parent.parent)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH", "")) if p
         )
+    ray = _ray()
+    if ray.is_initialized():
+        return
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        # "local": a new cluster, never one a stale /tmp/ray/ray_current_cluster points at.
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise LabError(
             f"cannot reach the Ray cluster at {address}: {exc}; check TL_LAB_RAY_ADDRESS "
