@@ -10,7 +10,8 @@ import streamlit as st
 
 from tl_core import charts, workspaces
 from tl_core.data import builtin, curate, download, search, sources
-from tl_core.data.store import dataset_path, delete_dataset, load_manifest
+from tl_core.data.store import dataset_path, load_manifest
+from tl_core.data.writer import delete_dataset
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.store_repair import home_problem

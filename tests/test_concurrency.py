@@ -93,7 +93,8 @@ def test_two_edits_of_one_data_set_at_once_keep_every_picture_reported_added(
     import types
 
     from tl_core.data import store as data_store
-    from tl_core.data.store import DatasetWriter, load_manifest
+    from tl_core.data.store import load_manifest
+    from tl_core.data.writer import DatasetWriter
 
     b_waits = threading.Event()
 

@@ -84,3 +84,36 @@ def test_training_scan_and_queue_estimate_count_the_same_images(tmp_path: Path) 
     spec = RunSpec(data=str(root), backbone="small_cnn", strategy="scratch", val_fraction=0.25)
     train, val = image_counts(spec)
     assert train + val == scanned
+
+
+def test_a_manifest_rebuilt_for_a_folder_lists_what_training_reads(tmp_path: Path) -> None:
+    from tl_core.data.store import load_manifest
+
+    root = hand_made(tmp_path / "set")
+    outside = picture(tmp_path / "outside" / "photo.png")
+    os.symlink(outside, root / "ants" / "link.png")
+    split = scan_dataset(root, val_fraction=0.25)
+    manifest = load_manifest(root)
+    assert manifest.layout == "flat" and manifest.classes == split.classes
+    trained = {Path(i.path) for i in split.train + split.val} - {root / "ants" / "link.png"}
+    assert {root / r.path for r in manifest.images} == trained  # links are not recorded
+    deep = next(r for r in manifest.images if r.path.endswith("deep.png"))
+    assert (deep.label, deep.split) == ("bees", None)
+
+
+def test_a_manifest_rebuilt_for_a_split_folder_keeps_each_images_split(tmp_path: Path) -> None:
+    from tl_core.data.store import load_manifest
+
+    root = tmp_path / "split"
+    for split in ("train", "val"):
+        for c in ("ants", "bees"):
+            picture(root / split / c / "a.png")
+    picture(root / "notes" / "x.png")  # not a split folder: not read
+    manifest = load_manifest(root)
+    assert manifest.layout == "split"
+    assert sorted((r.split, r.label) for r in manifest.images) == [
+        ("train", "ants"),
+        ("train", "bees"),
+        ("val", "ants"),
+        ("val", "bees"),
+    ]

@@ -24,13 +24,13 @@ from PIL import Image
 from tl_core.data import store
 from tl_core.data.sources import ZipLimits, add_images, import_folder, import_path, import_zip
 from tl_core.data.store import (
-    DatasetWriter,
     dataset_path,
     list_datasets,
     load_manifest,
     sanitize_class_name,
     sanitize_class_names,
 )
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 

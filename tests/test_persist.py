@@ -14,7 +14,8 @@ import pytest
 
 from tl_core import persist
 from tl_core.data.shapes import build_shapes
-from tl_core.data.store import dataset_path, delete_dataset
+from tl_core.data.store import dataset_path
+from tl_core.data.writer import delete_dataset
 from tl_core.jobs import RunSpec, execute_run, queue_runs
 from tl_core.runs import RunStore
 from tl_core.train import TrainConfig

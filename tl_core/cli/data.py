@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tl_core.cli.common import Bars, add_json_flag, emit, positive_int, positive_number
-from tl_core.data import builtin, class_splits, curate, download, search, sources, store
+from tl_core.data import builtin, class_splits, curate, download, search, sources, store, writer
 from tl_core.errors import LabError
 
 
@@ -154,7 +154,7 @@ def cmd_builtin(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    return _finish(store.delete_dataset(args.name), args)
+    return _finish(writer.delete_dataset(args.name), args)
 
 
 def cmd_split_classes(args: argparse.Namespace) -> int:

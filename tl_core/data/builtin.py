@@ -30,13 +30,13 @@ from tl_core.data.shapes import build_shapes
 from tl_core.data.sources import import_zip
 from tl_core.data.store import (
     DataReport,
-    DatasetWriter,
     ProgressFn,
     check_dataset_name,
     dataset_path,
     load_manifest,
     sanitize_class_name,
 )
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 from tl_core.paths import cache_dir
 

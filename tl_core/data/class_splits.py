@@ -11,7 +11,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import replace
 
-from tl_core.data.store import DataReport, DatasetWriter, dataset_path, load_manifest
+from tl_core.data.store import DataReport, dataset_path, load_manifest
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 # Source/target pairs for the recipes: the target classes leave the source set.

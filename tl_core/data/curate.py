@@ -30,12 +30,12 @@ from tl_core.data.images import (
 )
 from tl_core.data.store import (
     DataReport,
-    DatasetWriter,
     ImageRecord,
     dataset_path,
     load_manifest,
     sanitize_class_name,
 )
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 # Near-duplicates: difference hashes at most this many bits apart (of 64), and 4x4 colour

@@ -37,13 +37,8 @@ from tl_core.data.fetch import (  # noqa: F401 (re-exported: the names callers k
     split_url,
     user_agent,
 )
-from tl_core.data.store import (
-    DataReport,
-    DatasetWriter,
-    ProgressFn,
-    check_dataset_name,
-    sanitize_class_names,
-)
+from tl_core.data.store import DataReport, ProgressFn, check_dataset_name, sanitize_class_names
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 from tl_core.paths import cache_dir
 

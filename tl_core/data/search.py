@@ -22,13 +22,8 @@ from tl_core.data.download import (
     default_policy,
     fetch_into,
 )
-from tl_core.data.store import (
-    DataReport,
-    DatasetWriter,
-    ProgressFn,
-    check_dataset_name,
-    sanitize_class_names,
-)
+from tl_core.data.store import DataReport, ProgressFn, check_dataset_name, sanitize_class_names
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 COMMONS_API = "https://commons.wikimedia.org/w/api.php"

@@ -13,7 +13,8 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tl_core.data.store import DataReport, DatasetWriter, ProgressFn
+from tl_core.data.store import DataReport, ProgressFn
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 SHAPES = ("circle", "square", "triangle", "star")

@@ -20,12 +20,12 @@ from pathlib import Path, PurePosixPath
 
 from tl_core.data.store import (
     DataReport,
-    DatasetWriter,
     ProgressFn,
     check_dataset_name,
     sanitize_class_name,
     sanitize_class_names,
 )
+from tl_core.data.writer import DatasetWriter
 from tl_core.errors import LabError
 
 SPLIT_ALIASES = {
