@@ -7,7 +7,8 @@ from contextlib import closing
 
 import pytest
 
-from tl_core.runs import MIGRATIONS, NewRun, RunStore
+from tl_core.run_schema import MIGRATIONS
+from tl_core.runs import NewRun, RunStore
 
 
 def _new(name: str, init_from: str | None = None) -> NewRun:

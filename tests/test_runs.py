@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tl_core.errors import LabError
-from tl_core.runs import SCHEMA_VERSION, NewRun, RunStore, atomic_write_bytes
+from tl_core.run_schema import SCHEMA_VERSION
+from tl_core.runs import NewRun, RunStore, atomic_write_bytes
 
 
 def _new(strategy: str = "scratch", **kw) -> NewRun:

@@ -4,7 +4,8 @@ One database file (`runs.sqlite` in the lab home) holds every run and its epochs
 from the web app's sessions, the background worker and the CLI at once, so every access opens
 a short-lived connection, keeps transactions short, waits on a busy timeout, and uses WAL (or
 the rollback journal where the file system cannot do WAL, such as some network-mounted homes).
-The schema version lives in `PRAGMA user_version`; `MIGRATIONS` brings an older file up to date.
+The schema version lives in `PRAGMA user_version`; `run_schema.MIGRATIONS` brings an older
+file up to date.
 
 Files a run writes (weights, predictions) are written to a temporary name and renamed, so an
 interrupted write never leaves a broken file behind.
@@ -29,77 +30,10 @@ from tl_core.atomic import atomic_torch_save, atomic_write_bytes  # noqa: F401 -
 from tl_core.errors import LabError, as_lab_error
 from tl_core.owners import end_orphan, remove_run_leftovers, this_host
 from tl_core.run_deps import GROUP_REF, fail_broken_dependents, resolve_group_ref  # noqa: F401
+from tl_core.run_schema import JSON_FIELDS, MIGRATIONS, SCHEMA_VERSION
 from tl_core.store_repair import check_store, move_store_aside, refuse_if_damaged, store_error  # noqa: F401
 
 FINISHED = ("done", "failed", "cancelled")
-
-MIGRATIONS: list[str] = [
-    # version 1
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        name TEXT,
-        created REAL NOT NULL,
-        group_id TEXT NOT NULL,
-        request_id TEXT,
-        slot INTEGER NOT NULL DEFAULT 0,
-        seed INTEGER NOT NULL DEFAULT 0,
-        recipe TEXT,
-        workspace TEXT NOT NULL DEFAULT '',
-        data_path TEXT NOT NULL,
-        data_hash TEXT,
-        classes TEXT,
-        backbone TEXT NOT NULL,
-        strategy TEXT NOT NULL,
-        config TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'queued',
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        epoch INTEGER NOT NULL DEFAULT 0,
-        epochs_total INTEGER NOT NULL DEFAULT 0,
-        batch INTEGER NOT NULL DEFAULT 0,
-        batches INTEGER NOT NULL DEFAULT 0,
-        running_loss REAL,
-        running_acc REAL,
-        phase TEXT,
-        heartbeat REAL,
-        started REAL,
-        finished REAL,
-        error TEXT,
-        best_val_acc REAL,
-        final_val_acc REAL,
-        train_seconds REAL,
-        trainable_params INTEGER,
-        total_params INTEGER,
-        num_train INTEGER,
-        num_val INTEGER,
-        num_classes INTEGER,
-        device TEXT,
-        versions TEXT,
-        worker_pid INTEGER,
-        UNIQUE (request_id, slot)
-    );
-    CREATE INDEX runs_status ON runs (status, created);
-    CREATE INDEX runs_group ON runs (group_id);
-    CREATE TABLE epochs (
-        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-        epoch INTEGER NOT NULL,
-        train_loss REAL,
-        train_acc REAL,
-        val_loss REAL,
-        val_acc REAL,
-        seconds REAL,
-        lr REAL,
-        PRIMARY KEY (run_id, epoch)
-    );
-    """,
-    # version 2: a group may wait for another (a recipe's later stage for the one before)
-    "ALTER TABLE runs ADD COLUMN depends_on TEXT",
-    "ALTER TABLE runs ADD COLUMN executor TEXT; ALTER TABLE runs ADD COLUMN node TEXT; ALTER TABLE runs ADD COLUMN world_size INTEGER",  # 3: where it trained (executor, node, DDP processes)
-    # version 4: the machine of the process in worker_pid, to tell when that process is gone
-    "ALTER TABLE runs ADD COLUMN owner_host TEXT",
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-JSON_FIELDS = ("classes", "config", "versions")
 
 
 def library_versions() -> dict[str, str]:
