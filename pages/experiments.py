@@ -468,14 +468,7 @@ def queue_panel(refreshing: bool) -> None:
         if finished:
             st.subheader("Latest comparison")
             table = charts.summary_table(sorted(runs, key=lambda r: r["created"]))
-            st.dataframe(
-                table,
-                hide_index=True,
-                column_config={
-                    "best val acc": st.column_config.NumberColumn(format="percent"),
-                    "final val acc": st.column_config.NumberColumn(format="percent"),
-                },
-            )
+            st.dataframe(table, hide_index=True, width="stretch")  # display-ready text
             for r in finished:
                 if r["status"] == "failed":
                     reason = ((r.get("error") or "").splitlines() or [""])[0]

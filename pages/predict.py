@@ -30,10 +30,25 @@ def cached_model(home: str, run_id: str) -> TrainedModel:
     return load_trained(RunStore(home), run_id)
 
 
+IMAGE_PX = 320  # big enough to read on a projector, whatever the model's input size
+
+
+def attention_legend() -> str:
+    """The Grad-CAM colour legend: the overlay's colour map from low to high attention."""
+    stops = ", ".join(gradcam.legend_colours())
+    return (
+        f"<div style='width:{IMAGE_PX}px;font-size:0.9rem'>"
+        f"<div style='height:14px;border-radius:3px;background:linear-gradient(to right, {stops})'>"
+        "</div><div style='display:flex;justify-content:space-between'>"
+        "<span>low attention</span><span>→</span><span>high attention</span></div></div>"
+    )
+
+
 st.title("Predict")
 runs = store.list(status="done", workspace=ws, limit=200)
 if not runs:
     st.info("No finished run in this workspace yet: train one on the Experiments page.")
+    st.page_link("pages/experiments.py", label="Go to Experiments", icon=":material/science:")
     st.stop()
 by_id = {r["id"]: r for r in runs}
 chosen = st.multiselect(
@@ -78,10 +93,17 @@ for name, data in sources:
             if show_cam:
                 heat, index = gradcam.gradcam(trained, image, top[0]["index"])
                 st.image(
-                    gradcam.overlay(trained, image, heat), caption=f"Grad-CAM: {top[0]['class']}"
+                    gradcam.overlay(trained, image, heat),
+                    caption=f"Grad-CAM: where it looked for {top[0]['class']}",
+                    width=IMAGE_PX,
                 )
+                st.html(attention_legend())
             else:
-                st.image(gradcam.model_view(trained, image), caption="what the model sees")
+                st.image(
+                    gradcam.model_view(trained, image),
+                    caption="what the model sees",
+                    width=IMAGE_PX,
+                )
             st.dataframe(
                 [{"class": t["class"], "probability": t["prob"]} for t in top],
                 hide_index=True,

@@ -18,6 +18,7 @@ if problem := home_problem():  # a lab home that cannot be written: one clear me
     st.error(md(problem), icon=":material/folder_off:")
     st.stop()
 
+MISTAKES_SHOWN = 24
 ws = st.session_state.get("workspace", "")
 store = RunStore()
 st.title("Results")
@@ -46,14 +47,7 @@ epochs = {r["id"]: store.epochs(r["id"]) for r in selected}
 history = charts.history_frame(selected, epochs)
 
 st.subheader("Summary")
-st.dataframe(
-    charts.summary_table(selected),
-    hide_index=True,
-    column_config={
-        "best val acc": st.column_config.NumberColumn(format="percent"),
-        "final val acc": st.column_config.NumberColumn(format="percent"),
-    },
-)
+st.dataframe(charts.summary_table(selected), hide_index=True, width="stretch")
 for r in selected:
     if r["status"] == "failed":
         reason = ((r.get("error") or "").splitlines() or [""])[0]
@@ -101,6 +95,7 @@ def reference_figures(run_list: list[dict]) -> None:
 reference_figures(selected)
 
 st.subheader("Each run")
+colours = charts.run_colours(selected)  # as in the overlays above
 for r in selected:
     rows = history[history["run"] == r["id"]]
     with st.expander(md(charts.run_label(r)), expanded=len(selected) == 1):
@@ -108,7 +103,9 @@ for r in selected:
             st.write("No finished epoch.")
             continue
         c1, c2 = st.columns([2, 1])
-        c1.plotly_chart(charts.run_curves(rows, "Per epoch"), key=f"curves_{r['id']}")
+        c1.plotly_chart(
+            charts.run_curves(rows, "Per epoch", colours[r["id"]]), key=f"curves_{r['id']}"
+        )
         c2.plotly_chart(
             charts.acc_vs_loss(rows, "Validation accuracy vs loss"), key=f"avl_{r['id']}"
         )
@@ -133,9 +130,13 @@ if done:
         )
         c2.plotly_chart(charts.per_class_bars(per_class_accuracy(preds)), key="per_class")
         wrong = mistakes(preds)
-        st.markdown(f"**Misclassified validation images:** {len(wrong)} of {len(preds['items'])}")
+        shown = wrong[:MISTAKES_SHOWN]
+        st.markdown(
+            f"**Misclassified validation images:** {len(wrong)} of {len(preds['items'])}"
+            + (f" (showing the {len(shown)} most confident)" if len(shown) < len(wrong) else "")
+        )
         cols = st.columns(6)
-        for n, item in enumerate(wrong[:24]):
+        for n, item in enumerate(shown):
             classes = preds["classes"]
             cols[n % 6].image(
                 item["path"],

@@ -27,6 +27,8 @@ def test_without_runs_it_says_so():
     at = app_at("pages/predict.py")
     assert not at.exception
     assert "No finished run" in at.info[0].value
+    links = [e for e in at.get("page_link")]
+    assert [link.proto.page for link in links] == ["experiments"]
 
 
 def test_upload_and_webcam_get_top_k_and_grad_cam(runs):
@@ -45,6 +47,10 @@ def test_upload_and_webcam_get_top_k_and_grad_cam(runs):
     assert set(tables[0]["class"]) == {"horizontal", "vertical"}
     assert abs(tables[0]["probability"].sum() - 1) < 1e-3
     assert len(at.image) == 2  # a Grad-CAM overlay per picture
+    legends = [h.proto.body for h in at.get("html")]
+    assert len(legends) == 2 and all(
+        "low attention" in b and "high attention" in b for b in legends
+    )
 
 
 def test_same_picture_through_two_runs_side_by_side(runs):

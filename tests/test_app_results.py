@@ -27,7 +27,9 @@ def test_two_runs_table_overlays_and_detail(home_with_runs):
     assert sorted(at.multiselect(key="res_runs").value) == sorted(home_with_runs)
     table = at.dataframe[0].value
     assert sorted(table["run"]) == sorted(home_with_runs)
-    assert set(table["strategy"]) == {"scratch"} and set(table["seed"]) == {0, 1}
+    assert set(table["strategy"]) == {"scratch"} and set(table["seed"]) == {"0", "1"}
+    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+    assert all(table["name"].str.strip())
     charts = at.get("plotly_chart")
     # Four overlays, strategy bars, accuracy vs time, two runs' curves and acc-vs-loss,
     # confusion matrix and per-class accuracy.

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tl_core import escape
+from tl_core.fmt import format_duration, percent
 from tl_core.strategies import STRATEGIES
 
 OVERLAYS = (
@@ -23,14 +24,56 @@ OVERLAYS = (
     ("val_loss", "Validation loss"),
 )
 STRATEGY_COLOURS = {name: s.colour for name, s in STRATEGIES.items()}  # from the table
+UNKNOWN_COLOUR = "#636363"  # a strategy no longer in the table (an old run)
 FROZEN, TRAINS = "#c6dbef", "#fd8d3c"
+ACCURACY_AXIS = {"tickformat": ".0%", "range": [0, 1.05]}
+MARKERS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
+
+
+def strategy_colour(strategy: str) -> str:
+    """The strategy's colour from its `STRATEGIES` entry: the same in every chart."""
+    return STRATEGY_COLOURS.get(strategy, UNKNOWN_COLOUR)
+
+
+def shade(colour: str, k: int) -> str:
+    """The k-th shade of `colour`: k=0 itself, then alternately lighter and darker, so runs
+    of one strategy keep its hue and still differ."""
+    if k == 0:
+        return colour
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    step = min(0.25 * ((k + 1) // 2), 0.75)
+    target = 255 if k % 2 else 0
+    mixed = [round(c + (target - c) * step) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+def run_colours(runs: Sequence[dict]) -> dict[str, str]:
+    """Run id -> its colour: its strategy's colour, shaded for the 2nd, 3rd, ... run of the
+    same strategy, so each run's curve has its own colour."""
+    seen: dict[str, int] = {}
+    colours = {}
+    for run in runs:
+        k = seen.get(run["strategy"], 0)
+        seen[run["strategy"]] = k + 1
+        colours[run["id"]] = shade(strategy_colour(run["strategy"]), k)
+    return colours
+
+
+def _epoch_axis(fig: go.Figure, epochs: Sequence, **kwargs) -> None:
+    """Whole-number epoch ticks (never 1.5), about ten at most."""
+    last = max((int(e) for e in epochs if e == e), default=1)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, -(-last // 10)), **kwargs)
 
 
 def run_label(run: dict) -> str:
     """A short, unique label: the run's name or backbone/strategy, seed, and id tail."""
+    return f"{short_name(run)} ({run['id'][-6:]})"
+
+
+def short_name(run: dict) -> str:
+    """The run's name, or 'backbone strategy' with its seed when it has none."""
     base = run.get("name") or f"{run['backbone']} {run['strategy']}"
-    seed = f" s{run['seed']}" if run.get("seed") else ""
-    return f"{base}{seed} ({run['id'][-6:]})"
+    return f"{base} s{run['seed']}" if run.get("seed") else base
 
 
 def history_frame(runs: Sequence[dict], epochs: dict[str, list[dict]]) -> pd.DataFrame:
@@ -76,23 +119,31 @@ def _layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
     return fig
 
 
-def run_curves(history: pd.DataFrame, title: str) -> go.Figure:
-    """One run: accuracy and loss per epoch (train and validation) side by side."""
+def run_curves(history: pd.DataFrame, title: str, colour: str | None = None) -> go.Figure:
+    """One run: accuracy and loss per epoch side by side, in the run's colour (its strategy's
+    unless given): train solid, validation dashed."""
+    if colour is None:
+        colour = strategy_colour(history["strategy"].iloc[0]) if len(history) else None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy", "Loss"))
     for col, metric in ((1, "acc"), (2, "loss")):
+        value = "%{y:.1%}" if metric == "acc" else "%{y:.3f}"
         for split, dash in (("train", "solid"), ("val", "dash")):
+            name = f"{'validation' if split == 'val' else 'train'} {metric}"
             fig.add_trace(
                 go.Scatter(
                     x=history["epoch"],
                     y=history[f"{split}_{metric}"],
-                    name=f"{'validation' if split == 'val' else 'train'} {metric}",
+                    name=name,
                     mode="lines+markers",
-                    line={"dash": dash},
+                    line={"dash": dash, "color": colour},
+                    marker={"symbol": "circle" if split == "train" else "circle-open"},
+                    hovertemplate=f"epoch %{{x}}: {value}<extra>{name}</extra>",
                 ),
                 row=1,
                 col=col,
             )
-    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(**ACCURACY_AXIS, row=1, col=1)
+    _epoch_axis(fig, history["epoch"])
     return _layout(fig, title)
 
 
@@ -105,20 +156,39 @@ def acc_vs_loss(history: pd.DataFrame, title: str) -> go.Figure:
             mode="lines+markers+text",
             text=[f"e{e}" for e in history["epoch"]],
             textposition="top center",
+            line={"color": strategy_colour(history["strategy"].iloc[0]) if len(history) else None},
+            hovertemplate="epoch %{text}: loss %{x:.3f}, accuracy %{y:.1%}<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="validation loss")
-    fig.update_yaxes(title_text="validation accuracy")
+    fig.update_yaxes(title_text="validation accuracy", **ACCURACY_AXIS)
     return _layout(fig, title)
 
 
 def overlay(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
-    """All selected runs on one chart for one metric."""
+    """All selected runs on one chart for one metric, each run in its own colour (its
+    strategy's hue, `run_colours`) and marker."""
+    runs = history.drop_duplicates("run")[["run", "strategy"]].to_dict("records")
+    colours = run_colours([{"id": r["run"], "strategy": r["strategy"]} for r in runs])
+    value = "%{y:.1%}" if metric.endswith("acc") else "%{y:.3f}"
     fig = go.Figure()
-    for label, rows in history.groupby("label", sort=False):
-        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[metric], name=label, mode="lines+markers"))
-    fig.update_xaxes(title_text="epoch")
+    for n, (run_id, rows) in enumerate(history.groupby("run", sort=False)):
+        label = rows["label"].iloc[0]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["epoch"],
+                y=rows[metric],
+                name=label,
+                mode="lines+markers",
+                line={"color": colours[run_id]},
+                marker={"symbol": MARKERS[n % len(MARKERS)]},
+                hovertemplate=f"epoch %{{x}}: {value}<extra>{label}</extra>",
+            )
+        )
+    _epoch_axis(fig, history["epoch"])
     fig.update_yaxes(title_text=title.lower())
+    if metric.endswith("acc"):
+        fig.update_yaxes(**ACCURACY_AXIS)
     return _layout(fig, title)
 
 
@@ -128,55 +198,99 @@ def overlays(history: pd.DataFrame) -> list[go.Figure]:
 
 
 def summary_table(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per run: what was trained and how it went."""
+    """One row per run, as people read it: a name for every run (`short_name`), accuracies
+    as percentages, parameter counts with thousands separators, a dash for what is unknown
+    (never `None`). The same table on the pages and in the HTML report."""
     return pd.DataFrame(
         [
             {
-                "run": r["id"],
-                "name": r.get("name") or "",
-                "backbone": r["backbone"],
+                "name": short_name(r),
                 "strategy": r["strategy"],
-                "seed": r.get("seed"),
+                "backbone": r["backbone"],
                 "status": r["status"],
-                "best val acc": r.get("best_val_acc"),
-                "final val acc": r.get("final_val_acc"),
-                "seconds": None if r.get("train_seconds") is None else round(r["train_seconds"], 1),
-                "trainable params": r.get("trainable_params"),
-                "epochs": r.get("epoch"),
+                "best val acc": percent(r.get("best_val_acc")),
+                "final val acc": percent(r.get("final_val_acc")),
+                "epochs": _epochs_text(r),
+                "time": format_duration(r.get("train_seconds")),
+                "trainable params": _count(r.get("trainable_params")),
+                "seed": _count(r.get("seed")),
+                "run": r["id"],
             }
             for r in runs
-        ]
+        ],
+        columns=[*SUMMARY_COLUMNS],
     )
+
+
+SUMMARY_COLUMNS = ("name", "strategy", "backbone", "status", "best val acc", "final val acc")
+SUMMARY_COLUMNS += ("epochs", "time", "trainable params", "seed", "run")
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _epochs_text(run: dict) -> str:
+    done, total = run.get("epoch"), run.get("epochs_total")
+    if done is None:
+        return "-"
+    return f"{done} of {total}" if total and total != done else str(done)
+
+
+def _bar_groups(runs: Sequence[dict]) -> dict[str, list[float]]:
+    """Final validation accuracies of the finished (status done) runs, by strategy."""
+    groups: dict[str, list[float]] = {}
+    for r in runs:
+        if r["status"] == "done" and r.get("final_val_acc") is not None:
+            groups.setdefault(r["strategy"], []).append(r["final_val_acc"])
+    return groups
+
+
+def _left_out(runs: Sequence[dict]) -> str:
+    """' (left out: 1 cancelled, 2 failed)' for runs that did not finish; '' otherwise."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        if r["status"] != "done":
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    parts = [f"{n} {status}" for status, n in counts.items()]
+    return f" (left out, unfinished: {', '.join(parts)})" if parts else ""
 
 
 def strategy_bars(runs: Sequence[dict]) -> go.Figure:
-    """Final validation accuracy per strategy: the mean, with the standard deviation as error
-    bar when a strategy was repeated over seeds."""
-    by_strategy: dict[str, list[float]] = {}
-    for r in runs:
-        if r.get("final_val_acc") is not None:
-            by_strategy.setdefault(r["strategy"], []).append(r["final_val_acc"])
-    names = list(by_strategy)
-    means = [statistics.fmean(v) for v in by_strategy.values()]
-    errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in by_strategy.values()]
-    fig = go.Figure(
-        go.Bar(
-            x=names,
-            y=means,
-            error_y={"type": "data", "array": errors, "visible": True},
-            marker_color=[STRATEGY_COLOURS.get(n, "#636efa") for n in names],
-            text=[
-                f"{m:.1%} (n={len(v)})" for m, v in zip(means, by_strategy.values(), strict=True)
-            ],
-        )
+    """Final validation accuracy per strategy over its finished runs: the mean, with the
+    standard deviation as error bar where a strategy ran with more than one seed (n=1 shows
+    the single value, without a zero-width bar). Cancelled and failed runs are left out."""
+    groups = _bar_groups(runs)
+    names = list(groups)
+    means = [statistics.fmean(v) for v in groups.values()]
+    errors = [statistics.stdev(v) if len(v) > 1 else None for v in groups.values()]
+    texts = [
+        f"{m:.1%} ± {e:.1%} (n={len(v)})" if e is not None else f"{m:.1%} (n=1)"
+        for m, e, v in zip(means, errors, groups.values(), strict=True)
+    ]
+    bar = go.Bar(
+        x=names,
+        y=means,
+        marker_color=[strategy_colour(n) for n in names],
+        text=texts,
+        hovertemplate="%{x}: %{text}<extra></extra>",
     )
-    fig.update_yaxes(title_text="final validation accuracy", range=[0, 1.05])
-    return _layout(fig, "Final accuracy per strategy (mean ± std over seeds)")
+    if any(e is not None for e in errors):
+        bar.error_y = {"type": "data", "array": [e or 0 for e in errors], "visible": True}
+    fig = go.Figure(bar)
+    fig.update_yaxes(title_text="final validation accuracy", **ACCURACY_AXIS)
+    spread = "mean ± std over seeds" if any(e is not None for e in errors) else "one seed each"
+    return _layout(fig, f"Final accuracy per strategy ({spread}){_left_out(runs)}")
 
 
 def acc_vs_time(runs: Sequence[dict]) -> go.Figure:
-    """Accuracy against training time; marker size grows with trainable parameters."""
-    done = [r for r in runs if r.get("train_seconds") and r.get("final_val_acc") is not None]
+    """Accuracy against training time of the finished runs; marker size grows with
+    trainable parameters."""
+    done = [
+        r
+        for r in runs
+        if r["status"] == "done" and r.get("train_seconds") and r.get("final_val_acc") is not None
+    ]
     biggest = max((r.get("trainable_params") or 1 for r in done), default=1)
     fig = go.Figure()
     for strategy in dict.fromkeys(r["strategy"] for r in done):
@@ -188,21 +302,26 @@ def acc_vs_time(runs: Sequence[dict]) -> go.Figure:
                 mode="markers",
                 name=strategy,
                 text=[f"{run_label(r)}: {r.get('trainable_params') or 0:,} trainable" for r in rs],
+                hovertemplate="%{text}<br>%{x:.1f} s, %{y:.1%}<extra></extra>",
                 marker={
                     "size": [
                         12 + 38 * ((r.get("trainable_params") or 1) / biggest) ** 0.5 for r in rs
                     ],
-                    "color": STRATEGY_COLOURS.get(strategy),
+                    "color": strategy_colour(strategy),
                     "opacity": 0.8,
                 },
             )
         )
     fig.update_xaxes(title_text="training time (s)")
-    fig.update_yaxes(title_text="final validation accuracy")
-    return _layout(fig, "Accuracy against training time (size: trainable parameters)")
+    fig.update_yaxes(title_text="final validation accuracy", **ACCURACY_AXIS)
+    title = "Accuracy against training time (size: trainable parameters)"
+    return _layout(fig, title + _left_out(runs))
 
 
-def confusion(counts: list[list[int]], classes: list[str]) -> go.Figure:
+def confusion(
+    counts: list[list[int]], classes: list[str], title: str = "Confusion matrix (validation)"
+) -> go.Figure:
+    """Counts of true class (rows) against predicted class (columns)."""
     fig = go.Figure(
         go.Heatmap(
             z=counts,
@@ -216,13 +335,20 @@ def confusion(counts: list[list[int]], classes: list[str]) -> go.Figure:
     )
     fig.update_xaxes(title_text="predicted")
     fig.update_yaxes(title_text="true", autorange="reversed")
-    return _layout(fig, "Confusion matrix (validation)", height=380)
+    return _layout(fig, title, height=380)
 
 
 def per_class_bars(accuracy: dict[str, float | None]) -> go.Figure:
     names = list(accuracy)
-    fig = go.Figure(go.Bar(x=names, y=[accuracy[n] or 0 for n in names]))
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.05])
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=[accuracy[n] or 0 for n in names],
+            text=[percent(accuracy[n]) for n in names],
+            hovertemplate="%{x}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(title_text="accuracy", **ACCURACY_AXIS)
     return _layout(fig, "Accuracy per class (validation)")
 
 
@@ -249,13 +375,27 @@ def _layer_bars(names: Sequence[str], flags: Sequence[bool], texts: Sequence[str
     )
 
 
+MODEBAR_PX = 36  # Plotly's toolbar (modebar) takes the top-right corner of a chart
+
+
 def _diagram_layout(fig: go.Figure, title: str, height: int, top: int = 40) -> go.Figure:
+    """The layer diagrams' layout: the title sits just above the bars (below the toolbar's
+    band), so the toolbar never covers it; `top` is the room the title (and any subplot
+    titles) need above the bars."""
     fig.update_xaxes(visible=False)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(
-        title=title,
-        height=height,
-        margin={"l": 10, "r": 10, "t": top, "b": 10},
+        title={
+            "text": title,
+            "x": 0,
+            "xref": "paper",
+            "y": 1,
+            "yref": "paper",
+            "yanchor": "bottom",
+            "pad": {"b": top - 30},
+        },
+        height=height + MODEBAR_PX,
+        margin={"l": 10, "r": 10, "t": top + MODEBAR_PX, "b": 10},
         showlegend=False,
     )
     return fig

@@ -1,5 +1,7 @@
-"""A run report to download: one HTML page with the charts, the configuration and the library
-versions, and the per-epoch metrics as CSV. The page embeds plotly.js, so it opens offline."""
+"""A run report to download: one HTML page with the charts (each run in its own colour, its
+strategy's hue), a confusion matrix per run, the configuration and the library versions, and
+the per-epoch metrics as CSV. The page embeds plotly.js, so it opens offline. The Results
+page's download and `python -m tl_core report` both write `html_report`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import time
 from collections.abc import Sequence
 
 from tl_core import charts, escape
+from tl_core.errors import LabError
+from tl_core.evaluate import confusion_matrix, validation_predictions
 from tl_core.runs import RunStore
 
 
@@ -24,23 +28,41 @@ def metrics_csv(store: RunStore, run_ids: Sequence[str]) -> str:
     return frame.map(escape.csv_cell).to_csv(index=False)
 
 
+def _confusion(store: RunStore, run: dict):
+    """The run's validation confusion matrix, or None when it kept no predictions (a run
+    that failed or was cancelled before its evaluation)."""
+    try:
+        preds = validation_predictions(store, run["id"])
+    except (LabError, OSError, ValueError):
+        return None
+    return charts.confusion(
+        confusion_matrix(preds), preds["classes"], f"Confusion matrix: {charts.run_label(run)}"
+    )
+
+
+def report_figures(store: RunStore, runs: list[dict], history) -> list:
+    """The report's charts: the overlays, strategy bars and accuracy against time, then per
+    run its curves (in the run's colour, as in the overlays) and its confusion matrix."""
+    colours = charts.run_colours(runs)
+    figures = [*charts.overlays(history), charts.strategy_bars(runs), charts.acc_vs_time(runs)]
+    for run in runs:
+        rows = history[history["run"] == run["id"]]
+        if not rows.empty:
+            figures.append(charts.run_curves(rows, charts.run_label(run), colours[run["id"]]))
+        matrix = _confusion(store, run)
+        if matrix is not None:
+            figures.append(matrix)
+    return figures
+
+
 def html_report(store: RunStore, run_ids: Sequence[str]) -> str:
     """A self-contained HTML report of the runs."""
     runs, epochs = _runs(store, run_ids)
     history = charts.history_frame(runs, epochs)
-    figures = [
-        *charts.overlays(history),
-        charts.strategy_bars(runs),
-        charts.acc_vs_time(runs),
-    ]
-    for run in runs:
-        rows = history[history["run"] == run["id"]]
-        if not rows.empty:
-            figures.append(charts.run_curves(rows, charts.run_label(run)))
     parts = []
-    for n, fig in enumerate(figures):
+    for n, fig in enumerate(report_figures(store, runs, history)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(n == 0)))
-    table = charts.summary_table(runs).to_html(index=False, float_format=lambda x: f"{x:.4g}")
+    table = charts.summary_table(runs).to_html(index=False)
     configs = "".join(
         f"<h3>{html.escape(charts.run_label(r))}</h3><pre>"
         + html.escape(

@@ -5,9 +5,9 @@ The commands, flags and JSON fields here are a contract that scripts and docs re
 Bad input exits with code 2 and one line on stderr, never a traceback.
 
 One module per command group: `runs` (train, compare, resume, runs, show, predict, export,
-cancel, store), `data`, `worker`, `recipe`, `bench`, `lr_find` and `app`; `common` holds what they
-share and `options` makes flags from config dataclasses. Library modules never import from
-here.
+cancel, store), `data`, `worker`, `recipe`, `bench`, `lr_find`, `report` and `app`; `common`
+holds what they share and `options` makes flags from config dataclasses. Library modules never
+import from here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tl_core.cli import app, bench, data, lr_find, recipe, runs, worker
+from tl_core.cli import app, bench, data, lr_find, recipe, report, runs, worker
 from tl_core.cli.common import Parser
 from tl_core.errors import DISK_ERRNOS, LabError, disk_error_message
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     runs.add_parsers(sub)
-    for group in (data, worker, recipe, bench, lr_find, app):
+    for group in (data, worker, recipe, bench, lr_find, report, app):
         group.add_parser(sub)
     return parser
 

@@ -18,6 +18,14 @@ from tl_core import charts
 from tl_core.runs import RunStore
 
 
+def _spread(stds: list[float | None]) -> dict:
+    """Error bars of a standard deviation; none drawn when every point had one seed (std 0 or
+    None), rather than zero-width bars that read as "no spread"."""
+    if not any(stds):
+        return {"visible": False}
+    return {"type": "data", "array": [v or 0 for v in stds], "visible": True}
+
+
 def reference_figure(results: dict) -> go.Figure:
     """Bars: our best validation accuracy (mean over seeds, spread as error bars) per run
     label, and the reference figure beside it where the recipe has one."""
@@ -28,8 +36,8 @@ def reference_figure(results: dict) -> go.Figure:
         name="measured here",
         x=labels,
         y=[s["best_val_acc"] for s in summary],
-        error_y={"type": "data", "array": [s["best_val_acc_std"] or 0 for s in summary]},
-        marker_color="#1f77b4",
+        error_y=_spread([s["best_val_acc_std"] for s in summary]),
+        marker_color=[charts.strategy_colour(s["strategy"]) for s in summary],
     )
     if any(s["reference"] is not None for s in summary):
         fig.add_bar(
@@ -46,6 +54,19 @@ def reference_figure(results: dict) -> go.Figure:
     return fig
 
 
+def log_ticks(low: float, high: float) -> list[int]:
+    """Ticks 1, 2, 5, 10, 20, 50, ... covering [low, high], so a log axis reads as plain
+    numbers (Plotly's own minor labels read "5 6 7 8 9 1 2 3")."""
+    ticks, decade = [], 1
+    while decade <= high * 10:
+        ticks += [m * decade for m in (1, 2, 5)]
+        decade *= 10
+    inside = [t for t in ticks if low <= t <= high]
+    below = [t for t in ticks if t < low][-1:]  # one tick either side frames the data
+    above = [t for t in ticks if t > high][:1]
+    return below + inside + above
+
+
 def efficiency_figure(results: dict) -> go.Figure:
     """Accuracy against training images per class (log axis), one line per strategy, the
     band and error bars showing the spread (standard deviation) over seeds."""
@@ -60,18 +81,25 @@ def efficiency_figure(results: dict) -> go.Figure:
             name=strategy,
             x=[c["images_per_class"] for c in points],
             y=[c["mean"] for c in points],
-            error_y={"type": "data", "array": [c["std"] or 0 for c in points]},
+            error_y=_spread([c["std"] for c in points]),
             mode="lines+markers",
-            line={"color": charts.STRATEGY_COLOURS.get(strategy)},
+            line={"color": charts.strategy_colour(strategy)},
             customdata=[
                 ["all" if c["per_class"] is None else c["per_class"], c["seeds"]] for c in points
             ],
             hovertemplate="%{customdata[0]}/class (%{x:.0f}): %{y:.1%} over %{customdata[1]} "
             "seed(s)<extra>" + strategy + "</extra>",
         )
+    sizes = [c["images_per_class"] for c in curve if c["images_per_class"]]
+    ticks = log_ticks(min(sizes, default=1), max(sizes, default=100))
     fig.update_layout(
         title="Data efficiency: best validation accuracy against training images per class",
-        xaxis={"title": "training images per class", "type": "log"},
+        xaxis={
+            "title": "training images per class",
+            "type": "log",
+            "tickvals": ticks,
+            "ticktext": [f"{t:g}" for t in ticks],
+        },
         yaxis={"title": "validation accuracy (mean ± std over seeds)", "tickformat": ".0%"},
     )
     return fig
