@@ -94,7 +94,9 @@ for name, data in sources:
                 heat, index = gradcam.gradcam(trained, image, top[0]["index"])
                 st.image(
                     gradcam.overlay(trained, image, heat),
-                    caption=f"Grad-CAM: where it looked for {top[0]['class']}",
+                    caption=f"Grad-CAM: where it looked for {top[0]['class']}"
+                    if heat.max() > 0
+                    else f"Grad-CAM: no region stood out for {top[0]['class']}",
                     width=IMAGE_PX,
                 )
                 st.html(attention_legend())

@@ -48,6 +48,7 @@ history = charts.history_frame(selected, epochs)
 
 st.subheader("Summary")
 st.dataframe(charts.summary_table(selected), hide_index=True, width="stretch")
+st.caption("Accuracies on the validation images; trainable: the parameters training changed.")
 for r in selected:
     if r["status"] == "failed":
         reason = ((r.get("error") or "").splitlines() or [""])[0]

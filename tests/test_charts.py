@@ -110,20 +110,23 @@ def test_unfinished_runs_are_not_plotted_as_results():
     ]
     fig = charts.strategy_bars(runs)
     assert list(fig.data[0].x) == ["scratch"] and list(fig.data[0].y) == [0.9]
-    assert "1 cancelled" in fig.layout.title.text and "1 failed" in fig.layout.title.text
+    note = fig.layout.title.subtitle.text
+    assert "1 cancelled" in note and "1 failed" in note
     scatter = charts.acc_vs_time(runs)
     assert [list(t.y) for t in scatter.data] == [[0.9]]
 
 
 def test_one_seed_draws_no_zero_width_error_bar():
     fig = charts.strategy_bars([run("a", "scratch", 0.9), run("b", "full_finetune", 0.95)])
-    assert not fig.data[0].error_y.visible
+    assert len(fig.data) == 1 and not fig.data[0].error_y.visible
     assert list(fig.data[0].text) == ["90.0% (n=1)", "95.0% (n=1)"]
-    assert "mean ± std" not in fig.layout.title.text
-    two = charts.strategy_bars([run("a", "scratch", 0.9), run("b", "scratch", 0.8)])
-    assert two.data[0].error_y.visible and two.data[0].error_y.array[0] == pytest.approx(
-        0.0707, abs=1e-3
+    assert "mean ± std" not in fig.layout.title.subtitle.text
+    mixed = charts.strategy_bars(
+        [run("a", "scratch", 0.9), run("b", "scratch", 0.8), run("c", "full_finetune", 0.95)]
     )
+    bars = mixed.data[1]  # error bars for the strategies with a spread, and only those
+    assert list(bars.x) == ["scratch"] and list(bars.error_y.array) == [pytest.approx(0.0707, 1e-2)]
+    assert "mean ± std" in mixed.layout.title.subtitle.text
     summary = [
         {
             "label": "x",
@@ -154,8 +157,8 @@ def test_summary_table_reads_without_none():
     cells = table.astype(str).to_numpy().ravel().tolist()
     assert "None" not in cells and "nan" not in cells
     assert all(table["name"].str.strip())  # never an empty name
-    assert list(table["trainable params"]) == ["-", "11,177,538"]
-    assert list(table["final val acc"]) == ["-", "91.7%"]
+    assert list(table["trainable"]) == ["-", "11,177,538"]
+    assert list(table["final acc"]) == ["-", "91.7%"]
     assert list(table["run"]) == ["r1", "r2"]
 
 

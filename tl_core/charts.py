@@ -114,7 +114,8 @@ def _layout(fig: go.Figure, title: str, height: int = 340) -> go.Figure:
         title=escape.plotly(title),
         height=height,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "y": -0.25},
+        # below the axis title ("epoch"), never over it
+        legend={"orientation": "h", "y": -0.3, "yanchor": "top"},
     )
     return fig
 
@@ -189,7 +190,7 @@ def overlay(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
     fig.update_yaxes(title_text=title.lower())
     if metric.endswith("acc"):
         fig.update_yaxes(**ACCURACY_AXIS)
-    return _layout(fig, title)
+    return _layout(fig, title, height=320 + 20 * len(runs))  # room for a legend line per run
 
 
 def overlays(history: pd.DataFrame) -> list[go.Figure]:
@@ -208,11 +209,11 @@ def summary_table(runs: Sequence[dict]) -> pd.DataFrame:
                 "strategy": r["strategy"],
                 "backbone": r["backbone"],
                 "status": r["status"],
-                "best val acc": percent(r.get("best_val_acc")),
-                "final val acc": percent(r.get("final_val_acc")),
+                "best acc": percent(r.get("best_val_acc")),
+                "final acc": percent(r.get("final_val_acc")),
                 "epochs": _epochs_text(r),
                 "time": format_duration(r.get("train_seconds")),
-                "trainable params": _count(r.get("trainable_params")),
+                "trainable": _count(r.get("trainable_params")),
                 "seed": _count(r.get("seed")),
                 "run": r["id"],
             }
@@ -222,8 +223,8 @@ def summary_table(runs: Sequence[dict]) -> pd.DataFrame:
     )
 
 
-SUMMARY_COLUMNS = ("name", "strategy", "backbone", "status", "best val acc", "final val acc")
-SUMMARY_COLUMNS += ("epochs", "time", "trainable params", "seed", "run")
+SUMMARY_COLUMNS = ("name", "strategy", "backbone", "status", "best acc", "final acc", "epochs")
+SUMMARY_COLUMNS += ("time", "trainable", "seed", "run")
 
 
 def _count(n: int | None) -> str:
@@ -247,40 +248,63 @@ def _bar_groups(runs: Sequence[dict]) -> dict[str, list[float]]:
 
 
 def _left_out(runs: Sequence[dict]) -> str:
-    """' (left out: 1 cancelled, 2 failed)' for runs that did not finish; '' otherwise."""
+    """'left out, unfinished: 1 cancelled, 2 failed' for runs that did not finish; ''."""
     counts: dict[str, int] = {}
     for r in runs:
         if r["status"] != "done":
             counts[r["status"]] = counts.get(r["status"], 0) + 1
     parts = [f"{n} {status}" for status, n in counts.items()]
-    return f" (left out, unfinished: {', '.join(parts)})" if parts else ""
+    return f"left out, unfinished: {', '.join(parts)}" if parts else ""
+
+
+def _titled(fig: go.Figure, title: str, notes: Sequence[str]) -> go.Figure:
+    """`_layout` with the notes (what the chart shows, what it leaves out) as a subtitle
+    under a short title, so neither is cut off in a narrow column."""
+    _layout(fig, title)
+    subtitle = "; ".join(n for n in notes if n)
+    fig.update_layout(
+        title={"text": title, "subtitle": {"text": subtitle}},
+        margin={"t": 70 if subtitle else 50},
+    )
+    return fig
 
 
 def strategy_bars(runs: Sequence[dict]) -> go.Figure:
     """Final validation accuracy per strategy over its finished runs: the mean, with the
-    standard deviation as error bar where a strategy ran with more than one seed (n=1 shows
-    the single value, without a zero-width bar). Cancelled and failed runs are left out."""
+    standard deviation as an error bar where a strategy ran with more than one seed; one
+    seed shows its single value (n=1) without a zero-width bar. Cancelled and failed runs
+    are left out (the subtitle says how many)."""
     groups = _bar_groups(runs)
     names = list(groups)
     means = [statistics.fmean(v) for v in groups.values()]
-    errors = [statistics.stdev(v) if len(v) > 1 else None for v in groups.values()]
-    texts = [
-        f"{m:.1%} ± {e:.1%} (n={len(v)})" if e is not None else f"{m:.1%} (n=1)"
-        for m, e, v in zip(means, errors, groups.values(), strict=True)
-    ]
-    bar = go.Bar(
-        x=names,
-        y=means,
-        marker_color=[strategy_colour(n) for n in names],
-        text=texts,
-        hovertemplate="%{x}: %{text}<extra></extra>",
+    stds = [statistics.stdev(v) if len(v) > 1 else None for v in groups.values()]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=means,
+            marker_color=[strategy_colour(n) for n in names],
+            text=[f"{m:.1%} (n={len(v)})" for m, v in zip(means, groups.values(), strict=True)],
+            customdata=["" if e is None else f" ± {e:.1%}" for e in stds],
+            hovertemplate="%{x}: %{y:.1%}%{customdata}, %{text}<extra></extra>",
+            showlegend=False,
+        )
     )
-    if any(e is not None for e in errors):
-        bar.error_y = {"type": "data", "array": [e or 0 for e in errors], "visible": True}
-    fig = go.Figure(bar)
+    spread = [(n, m, e) for n, m, e in zip(names, means, stds, strict=True) if e is not None]
+    if spread:  # error bars only where there is a spread to show
+        fig.add_trace(
+            go.Scatter(
+                x=[n for n, _, _ in spread],
+                y=[m for _, m, _ in spread],
+                mode="markers",
+                marker={"size": 1, "color": "rgba(0,0,0,0)"},
+                error_y={"type": "data", "array": [e for _, _, e in spread], "color": "#333"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
     fig.update_yaxes(title_text="final validation accuracy", **ACCURACY_AXIS)
-    spread = "mean ± std over seeds" if any(e is not None for e in errors) else "one seed each"
-    return _layout(fig, f"Final accuracy per strategy ({spread}){_left_out(runs)}")
+    note = "mean ± std over seeds" if spread else "one seed each"
+    return _titled(fig, "Final accuracy per strategy", [note, _left_out(runs)])
 
 
 def acc_vs_time(runs: Sequence[dict]) -> go.Figure:
@@ -314,8 +338,8 @@ def acc_vs_time(runs: Sequence[dict]) -> go.Figure:
         )
     fig.update_xaxes(title_text="training time (s)")
     fig.update_yaxes(title_text="final validation accuracy", **ACCURACY_AXIS)
-    title = "Accuracy against training time (size: trainable parameters)"
-    return _layout(fig, title + _left_out(runs))
+    notes = ["size: trainable parameters", _left_out(runs)]
+    return _titled(fig, "Accuracy against training time", notes)
 
 
 def confusion(

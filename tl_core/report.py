@@ -85,6 +85,7 @@ def html_report(store: RunStore, run_ids: Sequence[str]) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}</style>"
         "</head><body><h1>Transfer Learning Lab: run report</h1>"
         f"<p>{len(runs)} run(s), written {time.strftime('%Y-%m-%d %H:%M')}.</p>"
-        f"<h2>Summary</h2>{table}<h2>Charts</h2>{''.join(parts)}"
+        f"<h2>Summary</h2>{table}<p>Accuracies on the validation images; trainable: the "
+        f"parameters training changed.</p><h2>Charts</h2>{''.join(parts)}"
         f"<h2>Configuration and versions</h2>{configs}</body></html>"
     )
