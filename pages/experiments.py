@@ -468,7 +468,9 @@ def queue_panel(refreshing: bool) -> None:
         if finished:
             st.subheader("Latest comparison")
             table = charts.summary_table(sorted(runs, key=lambda r: r["created"]))
-            st.dataframe(table, hide_index=True, width="stretch")  # display-ready text
+            st.dataframe(
+                table, hide_index=True, width="stretch", column_order=charts.PAGE_COLUMNS
+            )  # display-ready text
             for r in finished:
                 if r["status"] == "failed":
                     reason = ((r.get("error") or "").splitlines() or [""])[0]

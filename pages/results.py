@@ -47,7 +47,12 @@ epochs = {r["id"]: store.epochs(r["id"]) for r in selected}
 history = charts.history_frame(selected, epochs)
 
 st.subheader("Summary")
-st.dataframe(charts.summary_table(selected), hide_index=True, width="stretch")
+st.dataframe(
+    charts.summary_table(selected),
+    hide_index=True,
+    width="stretch",
+    column_order=charts.PAGE_COLUMNS,
+)
 st.caption("Accuracies on the validation images; trainable: the parameters training changed.")
 for r in selected:
     if r["status"] == "failed":

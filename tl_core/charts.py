@@ -225,6 +225,9 @@ def summary_table(runs: Sequence[dict]) -> pd.DataFrame:
 
 SUMMARY_COLUMNS = ("name", "strategy", "backbone", "status", "best acc", "final acc", "epochs")
 SUMMARY_COLUMNS += ("time", "trainable", "seed", "run")
+# What the pages show: all but the 22-character run id, so the table fits a projector's width
+# (the labels of the run pickers carry the id's tail; the report keeps the whole id).
+PAGE_COLUMNS = SUMMARY_COLUMNS[:-1]
 
 
 def _count(n: int | None) -> str:
@@ -357,8 +360,8 @@ def confusion(
             hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
         )
     )
-    fig.update_xaxes(title_text="predicted")
-    fig.update_yaxes(title_text="true", autorange="reversed")
+    fig.update_xaxes(title_text="predicted", automargin=True)
+    fig.update_yaxes(title_text="true", autorange="reversed", automargin=True)  # long names
     return _layout(fig, title, height=380)
 
 

@@ -62,7 +62,7 @@ def html_report(store: RunStore, run_ids: Sequence[str]) -> str:
     parts = []
     for n, fig in enumerate(report_figures(store, runs, history)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(n == 0)))
-    table = charts.summary_table(runs).to_html(index=False)
+    table = charts.summary_table(runs).to_html(index=False, justify="left")
     configs = "".join(
         f"<h3>{html.escape(charts.run_label(r))}</h3><pre>"
         + html.escape(
