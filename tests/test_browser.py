@@ -23,6 +23,7 @@ import pytest
 from app_fixtures import wait_for
 
 from tl_core.runs import RunStore
+from tl_core.strategies import STRATEGIES as STRATEGY_TABLE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -101,6 +102,40 @@ def artifacts(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("TL_LAB_ARTIFACTS") or tmp_path / "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# The colour of every line trace of every Plotly chart on a page.
+LINE_COLOURS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+    gd.data.filter(t => t.type === 'scatter' && (t.mode || '').includes('lines'))
+            .map(t => (t.line && t.line.color) || null))"""
+
+
+def check_downloaded_report(browser, page, artifacts: Path) -> None:
+    """Download the Results page's HTML report, open it in Chromium (offline: plotly.js is
+    inside), and check that the runs' curves carry their strategies' distinct colours."""
+    with page.expect_download() as download:
+        page.locator(".st-key-dl_report button").click()
+    report = artifacts / "5b-report.html"
+    download.value.save_as(str(report))
+    viewer = browser.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        viewer.goto(report.as_uri())
+        viewer.wait_for_function(
+            "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8", timeout=60_000
+        )
+        colours = viewer.evaluate(LINE_COLOURS)
+        assert colours and None not in colours, colours
+        expected = {STRATEGY_TABLE[s].colour for s in STRATEGIES}
+        assert expected <= set(colours), (expected, set(colours))
+        titles = viewer.evaluate(
+            "() => [...document.querySelectorAll('.js-plotly-plot')]"
+            ".map(gd => (gd.layout.title && gd.layout.title.text) || '')"
+        )
+        matrices = [t for t in titles if t.startswith("Confusion matrix")]
+        assert len(matrices) == len(STRATEGIES), titles
+        viewer.screenshot(path=str(artifacts / "5b-report.png"), full_page=True)
+    finally:
+        viewer.close()
 
 
 def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tmp_path):
@@ -199,6 +234,7 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
             wait_for(lambda: charts.count() >= 4 + 2 + 6 + 2, 60, "the charts")
             page.wait_for_timeout(1500)
             shoot(page, "5-results")
+            check_downloaded_report(browser, page, artifacts)
 
             open_page(page, "predict", "Export a trained model")
             shapes = home / "datasets" / "shapes" / "val" / "star"
