@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tl_core import charts, gradcam
-from tl_core.recipes_charts import efficiency_figure, reference_figure
+from tl_core.recipes.charts import efficiency_figure, reference_figure
 from tl_core.strategies import STRATEGIES
 
 

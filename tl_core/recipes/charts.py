@@ -121,9 +121,11 @@ def recipe_figures(store: RunStore, results: dict) -> dict[str, go.Figure]:
         history = charts.history_frame(runs, {r["id"]: store.epochs(r["id"]) for r in runs})
         for (_, title), fig in zip(charts.OVERLAYS, charts.overlays(history), strict=True):
             figures[f"All models: {title.lower()}"] = fig
+        colours = charts.run_colours(runs)  # as in the overlays
         for run in runs:
             label = charts.run_label(run)
             rows = history[history["run"] == run["id"]]
-            figures[f"{label}: accuracy and loss"] = charts.run_curves(rows, label)
+            curves = charts.run_curves(rows, label, colours[run["id"]])
+            figures[f"{label}: accuracy and loss"] = curves
             figures[f"{label}: accuracy against loss"] = charts.acc_vs_loss(rows, label)
     return figures
