@@ -145,6 +145,7 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
 
     url, home = server
     store = RunStore(home)
+    expect.set_options(timeout=30_000)  # a loaded machine renders a chart in more than 5 s
 
     def no_exception(page) -> None:
         boxes = page.locator(EXCEPTION)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tl_core import charts, gradcam
-from tl_core.recipes.charts import efficiency_figure, reference_figure
+from tl_core.recipes.charts import efficiency_figure, log_ticks, reference_figure
 from tl_core.strategies import STRATEGIES
 
 
@@ -192,13 +192,11 @@ def test_efficiency_log_axis_has_plain_ticks():
     ]
     axis = efficiency_figure({"curve": curve}).layout.xaxis
     assert axis.type == "log"
-    assert list(axis.tickvals) == [2, 5, 10, 20, 50] and list(axis.ticktext) == [
-        "2",
-        "5",
-        "10",
-        "20",
-        "50",
-    ]
+    assert list(axis.tickvals) == [5, 10, 20, 40]  # the sizes the study used, labelled
+    assert list(axis.ticktext) == ["5", "10", "20", "40"]
+    many = [dict(curve[0], images_per_class=n) for n in range(1, 200, 9)]
+    assert list(efficiency_figure({"curve": many}).layout.xaxis.tickvals) == log_ticks(1, 190)
+    assert log_ticks(5, 40) == [2, 5, 10, 20, 50] and log_ticks(3, 1000)[-2:] == [1000, 2000]
 
 
 def test_layer_diagram_titles_sit_below_the_toolbar():

@@ -90,8 +90,13 @@ def efficiency_figure(results: dict) -> go.Figure:
             hovertemplate="%{customdata[0]}/class (%{x:.0f}): %{y:.1%} over %{customdata[1]} "
             "seed(s)<extra>" + strategy + "</extra>",
         )
-    sizes = [c["images_per_class"] for c in curve if c["images_per_class"]]
-    ticks = log_ticks(min(sizes, default=1), max(sizes, default=100))
+    sizes = sorted({c["images_per_class"] for c in curve if c["images_per_class"]})
+    # Label the sizes the study used; with many, plain 1-2-5 ticks instead.
+    ticks = (
+        sizes
+        if 0 < len(sizes) <= 10
+        else log_ticks(sizes[0] if sizes else 1, sizes[-1] if sizes else 100)
+    )
     fig.update_layout(
         title="Data efficiency: best validation accuracy against training images per class",
         xaxis={
