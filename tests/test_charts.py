@@ -228,3 +228,11 @@ def test_grad_cam_overlay_colours_low_and_high_attention(home_with_runs):
     left, right = pixels[:, :16].mean(axis=(0, 1)), pixels[:, 16:].mean(axis=(0, 1))
     assert left[2] - left[0] > 60  # low attention: clearly blue, not the bare photo
     assert right[0] - right[2] > 60  # high attention: clearly red
+
+
+def test_a_run_name_is_text_in_titles_legends_and_hover():
+    runs = [run("a", "scratch", 0.9, name="<a href='x'>me</a>", status="cancelled")]
+    fig = charts.overlay(history(runs), "val_acc", "x")
+    assert "<a" not in fig.data[0].name and "<a" not in fig.data[0].hovertemplate
+    bars = charts.strategy_bars(runs)
+    assert "<" not in bars.layout.title.text + bars.layout.title.subtitle.text

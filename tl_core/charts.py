@@ -183,7 +183,7 @@ def overlay(history: pd.DataFrame, metric: str, title: str) -> go.Figure:
                 mode="lines+markers",
                 line={"color": colours[run_id]},
                 marker={"symbol": MARKERS[n % len(MARKERS)]},
-                hovertemplate=f"epoch %{{x}}: {value}<extra>{label}</extra>",
+                hovertemplate=f"epoch %{{x}}: {value}",  # the box beside names the run
             )
         )
     _epoch_axis(fig, history["epoch"])
@@ -266,7 +266,7 @@ def _titled(fig: go.Figure, title: str, notes: Sequence[str]) -> go.Figure:
     _layout(fig, title)
     subtitle = "; ".join(n for n in notes if n)
     fig.update_layout(
-        title={"text": title, "subtitle": {"text": subtitle}},
+        title={"text": escape.plotly(title), "subtitle": {"text": escape.plotly(subtitle)}},
         margin={"t": 70 if subtitle else 50},
     )
     return fig
