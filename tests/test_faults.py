@@ -43,22 +43,23 @@ def test_a_run_killed_mid_epoch_resumes_exactly_where_it_stopped(stripes, lab_ho
     execute_run(store, reference)
 
     (victim,) = queue_runs(store, [_spec(stripes, epochs=4)])
+    marker = lab_home / "in-epoch-3"
     script = (
-        "import sys, time\n"
+        "import sys, time, pathlib\n"
         "from tl_core.jobs import execute_run\n"
         "from tl_core.runs import RunStore\n"
         "store = RunStore(sys.argv[1])\n"
-        "def slow(p):\n"
-        "    if p.epoch >= 3: time.sleep(0.2)  # linger in epoch 3 so the kill lands mid-epoch\n"
-        f"execute_run(store, {victim!r}, on_progress=slow)\n"
+        "def hold(p):\n"
+        "    # A batch of epoch 3 is done: say so, then wait here for the kill (mid-epoch, on\n"
+        "    # a loaded machine too).\n"
+        "    if p.stage == 'train' and p.epoch >= 3 and p.epoch_stats is None and p.done >= 1:\n"
+        "        pathlib.Path(sys.argv[2]).touch()\n"
+        "        time.sleep(300)\n"
+        f"execute_run(store, {victim!r}, on_progress=hold)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(lab_home)])
+    proc = subprocess.Popen([sys.executable, "-c", script, str(lab_home), str(marker)])
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        record = store.get(victim)
-        # Epoch 2 is done (the heartbeat at an epoch's end sets batch 0 for the next one).
-        if record["epoch"] >= 2 and record["phase"] == "training":
-            break
+    while time.monotonic() < deadline and not marker.exists() and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
