@@ -118,3 +118,28 @@ def test_a_missing_persist_folder_warns_and_changes_nothing(
     assert report.counts and dataset_path("shapes").is_dir()
     assert "is not a folder (is the bucket mounted?)" in capsys.readouterr().err
     assert not (tmp_path / "not-mounted").exists()
+
+
+def test_the_default_lab_home_is_never_a_mounted_data_folder(monkeypatch, tmp_path) -> None:
+    """A bucket mounted at /data (Spaces) must not become the live home that SQLite writes."""
+    import os
+    from pathlib import Path
+
+    from tl_core import paths
+
+    monkeypatch.delenv("TL_LAB_HOME", raising=False)
+    monkeypatch.delenv("TL_LAB_PERSIST", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    real_is_dir, real_access = Path.is_dir, os.access
+    monkeypatch.setattr(Path, "is_dir", lambda p: str(p) == "/data" or real_is_dir(p))
+    monkeypatch.setattr(os, "access", lambda p, m: str(p) == "/data" or real_access(p, m))
+    real_mkdir = Path.mkdir
+
+    def mkdir(p, *args, **kwargs):  # never create /data on the test machine
+        if str(p).startswith("/data"):
+            raise PermissionError(13, "not on the test machine", str(p))
+        return real_mkdir(p, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    home = paths.lab_home()
+    assert home == tmp_path / paths.APP_DIR_NAME

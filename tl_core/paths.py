@@ -1,8 +1,9 @@
 """Where the lab keeps its data sets, runs and caches.
 
-Everything lives under one folder, the lab home: `$TL_LAB_HOME` when set; otherwise `/data`
-when that folder exists and is writable (a Hugging Face Space's persistent storage, since the
-rest of a Space's disk is wiped on restart); otherwise a per-user data folder.
+Everything lives under one folder, the lab home: `$TL_LAB_HOME` when set, otherwise a per-user
+data folder. Never `/data` by default: on Hugging Face Spaces that is where a Storage Bucket is
+mounted, and object storage does not give SQLite the locking it needs; the bucket is a mirror
+(`TL_LAB_PERSIST`, tl_core/persist.py), not the live home.
 """
 
 from __future__ import annotations
@@ -30,12 +31,7 @@ def _user_data_dir() -> Path:
 def lab_home() -> Path:
     """The lab home folder, created if missing."""
     env = os.environ.get("TL_LAB_HOME")
-    if env:
-        home = Path(env).expanduser()
-    elif Path("/data").is_dir() and os.access("/data", os.W_OK):
-        home = Path("/data") / APP_DIR_NAME
-    else:
-        home = _user_data_dir()
+    home = Path(env).expanduser() if env else _user_data_dir()
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
