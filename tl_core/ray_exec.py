@@ -240,6 +240,8 @@ class _InFlight:
     def __init__(self, run: dict, ref, channel, root: str) -> None:
         self.run_id, self.ref, self.channel, self.root = run["id"], ref, channel, root
         self.cancel_sent = False
+        self.started = False  # the task has sent progress: it runs on a node
+        self.beat = 0.0  # when the worker last kept the run's heartbeat alive
 
 
 def _resources(config: dict) -> dict:
@@ -282,15 +284,20 @@ def relay_progress(store, job: _InFlight) -> None:
     if not job.cancel_sent and store.cancel_requested(job.run_id):
         job.channel.request_cancel.remote()
         job.cancel_sent = True
+        if not job.started:  # still waiting for a node: nothing to keep
+            ray.cancel(job.ref)
     try:
         fields, epochs, checkpoint = ray.get(job.channel.take.remote(), timeout=10)
     except Exception:  # noqa: BLE001 - a lost channel: the task's own result says why
         return
+    job.started = job.started or bool(fields)
     for e in epochs:
         store.add_epoch(job.run_id, e)
     if checkpoint is not None:
         atomic_write_bytes(store.run_dir(job.run_id) / CHECKPOINT, checkpoint)
-    if fields:
+    if fields or time.monotonic() - job.beat > 10:
+        # A run waiting in Ray's queue is alive too: its heartbeat must not go stale.
+        job.beat = time.monotonic()
         store.heartbeat(job.run_id, **fields)
 
 
@@ -303,6 +310,9 @@ def finish(store, job: _InFlight) -> str:
     try:
         result = ray.get(job.ref)
     except Exception as exc:  # noqa: BLE001 - node died, worker crashed, task cancelled
+        if job.cancel_sent and not job.started:
+            store.finish(job.run_id, "cancelled", error="cancelled before a Ray node took it")
+            return "cancelled"
         store.finish(job.run_id, "failed", error=_lost(store, job.run_id, exc))
         return "failed"
     folder = store.run_dir(job.run_id)
