@@ -19,7 +19,6 @@ app's background worker (`tl_core.worker`) calls it for each queued run.
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import time
 import traceback
@@ -258,12 +257,9 @@ def _record_start(
 
 
 def placement() -> dict:
-    """Where this process trains: `executor` and `node` (TL_LAB_EXECUTOR / TL_LAB_NODE are
-    set by an executor that runs it elsewhere, `tl_core.ray_exec`)."""
-    return {
-        "executor": os.environ.get("TL_LAB_EXECUTOR_NAME", "local"),
-        "node": os.environ.get("TL_LAB_NODE") or socket.gethostname(),
-    }
+    """Where this process trains: the local executor, on this host. (A run on Ray trains in
+    a temporary store on its node; the worker records `ray` and that node, `tl_core.ray_exec`.)"""
+    return {"executor": "local", "node": socket.gethostname()}
 
 
 # ---------------------------------------------------------------------------- 4. fit
