@@ -32,26 +32,26 @@ def lab_home() -> Path:
     """The lab home folder, created if missing."""
     env = os.environ.get("TL_LAB_HOME")
     home = Path(env).expanduser() if env else _user_data_dir()
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LabError(
-            f"cannot create the lab home {home}: {exc.strerror or exc}; "
-            "set TL_LAB_HOME to a writable folder"
-        ) from exc
+    _make(home, f"the lab home {home}", "set TL_LAB_HOME to a writable folder")
     persist.restore_if_empty(home)  # TL_LAB_PERSIST: an empty home comes back from there
     return home
 
 
-def _folder(path: Path) -> Path:
-    """`path`, created if missing; a LabError saying what to do when it cannot be."""
+def _make(path: Path, what: str, remedy: str) -> None:
+    """Create `path` (and its parents); a LabError naming `what` and the `remedy` if it fails."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LabError(
-            f"cannot create {path} in the lab home: {exc.strerror or exc}; make the lab home "
-            "writable, or set TL_LAB_HOME to a writable folder"
-        ) from exc
+        raise LabError(f"cannot create {what}: {exc.strerror or exc}; {remedy}") from exc
+
+
+def _folder(path: Path) -> Path:
+    """`path`, created if missing; a LabError saying what to do when it cannot be."""
+    _make(
+        path,
+        f"{path} in the lab home",
+        "make the lab home writable, or set TL_LAB_HOME to a writable folder",
+    )
     return path
 
 
