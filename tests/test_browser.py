@@ -214,10 +214,17 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
             assert sorted(r["strategy"] for r in store.list()) == sorted(STRATEGIES)
 
             # Refresh in the middle of a run: nothing is lost, the progress comes back.
+            # The worker is paused (SIGSTOP) while the page reloads: on a fast machine the
+            # three one-epoch runs would otherwise finish before the page has drawn.
             wait_for(lambda: store.list(status="running"), 120, "a running run")
-            page.reload()
-            expect(page.get_by_text("— running").first).to_be_visible(timeout=60_000)
-            shoot(page, "3-experiments-running")
+            worker_pid = store.list(status="running")[0]["worker_pid"]
+            os.kill(worker_pid, signal.SIGSTOP)
+            try:
+                page.reload()
+                expect(page.get_by_text("— running").first).to_be_visible(timeout=60_000)
+                shoot(page, "3-experiments-running")
+            finally:
+                os.kill(worker_pid, signal.SIGCONT)
 
             def all_done() -> bool:
                 statuses = [r["status"] for r in store.list()]
