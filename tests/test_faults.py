@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -80,6 +81,31 @@ def test_a_run_killed_mid_epoch_resumes_exactly_where_it_stopped(stripes, lab_ho
     assert [e["train_loss"] for e in store.epochs(victim)] == [
         e["train_loss"] for e in store.epochs(reference)
     ]
+
+
+def test_a_run_stopped_between_its_checkpoint_and_its_epoch_row_resumes_with_every_row(
+    stripes, lab_home
+) -> None:
+    """The checkpoint is saved just before its epoch's row; a stop between the two (or a Ray
+    node lost before the row came back) must not leave a hole in the curve after resume."""
+    store = RunStore()
+    (run_id,) = queue_runs(store, [_spec(stripes, epochs=4)])
+
+    def stop_after_epoch_2(p) -> None:
+        if p.stage == "train" and p.epoch_stats is not None and p.epoch == 2:
+            raise KeyboardInterrupt  # stands for a kill after the checkpoint of epoch 2
+
+    with contextlib.suppress(KeyboardInterrupt):
+        execute_run(store, run_id, on_progress=stop_after_epoch_2)
+    assert (store.run_dir(run_id) / CHECKPOINT_FILE).is_file()
+    with store._conn(write=True) as conn:  # the row of epoch 2 never reached the store
+        conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch = 2", (run_id,))
+    store.finish(run_id, "failed", error="stopped")
+    assert [e["epoch"] for e in store.epochs(run_id)] == [1]
+
+    resumed = resume_run(store, run_id)
+    assert resumed["status"] == "done"
+    assert [e["epoch"] for e in store.epochs(run_id)] == [1, 2, 3, 4]
 
 
 def test_resume_through_the_command_prints_the_train_json(stripes, capsys) -> None:

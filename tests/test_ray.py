@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_TIMEOUT = 150
+EPOCHS = 60  # of the queued comparison: enough that a cancel lands before the end
 
 
 def test_a_run_whose_node_dies_fails_with_the_reason_and_resumes_on_another_node(
@@ -44,7 +45,9 @@ def test_a_run_whose_node_dies_fails_with_the_reason_and_resumes_on_another_node
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     data = make_stripes_dataset(tmp_path / "stripes", per_class=24)
     store = RunStore()
-    spec = RunSpec(str(data), "small_cnn", "scratch", TrainConfig(epochs=10, batch_size=8))
+    # Enough epochs that the node is killed before the run ends, even on a fast machine.
+    epochs = 40
+    spec = RunSpec(str(data), "small_cnn", "scratch", TrainConfig(epochs=epochs, batch_size=8))
     (run_id,) = queue_runs(store, [spec])
     nodes = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
@@ -63,7 +66,7 @@ def test_a_run_whose_node_dies_fails_with_the_reason_and_resumes_on_another_node
         assert "Ray task was lost" in failed["error"] and "resume" in failed["error"]
         assert (store.run_dir(run_id) / "checkpoint.pt").is_file()
         stopped_at = failed["epoch"]
-        assert 1 <= stopped_at < 10
+        assert 1 <= stopped_at < epochs
 
         nodes.add_node(num_cpus=1)
         queue_resume(store, run_id)
@@ -73,7 +76,7 @@ def test_a_run_whose_node_dies_fails_with_the_reason_and_resumes_on_another_node
     resumed = store.get(run_id)
     assert resumed["status"] == "done", resumed["error"]
     assert resumed["node"] != killed_on
-    assert [e["epoch"] for e in store.epochs(run_id)] == list(range(1, 11))
+    assert [e["epoch"] for e in store.epochs(run_id)] == list(range(1, epochs + 1))
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     assert execute_run(store, source)["status"] == "done"
     rows = _json(
         ["compare", "--data", str(data), "--backbone", "small_cnn", "--init-from", source,
-         "--strategies", "feature_extractor,full_finetune", "--epochs", "20",
+         "--strategies", "feature_extractor,full_finetune", "--epochs", str(EPOCHS),
          "--batch-size", "8", "--device", "cpu", "--queue"],
         capsys,
     )  # fmt: skip
@@ -163,9 +166,9 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     assert json.loads(out.strip().splitlines()[-1]) == {"runs": 2}
 
     done, cancelled = store.get(fe), store.get(ft)
-    assert done["status"] == "done" and len(store.epochs(fe)) == 20
+    assert done["status"] == "done" and len(store.epochs(fe)) == EPOCHS
     assert cancelled["status"] == "cancelled", cancelled["error"]
-    assert 1 <= cancelled["epoch"] < 20
+    assert 1 <= cancelled["epoch"] < EPOCHS
     for run_id in (fe, ft):
         assert (store.run_dir(run_id) / "weights.pt").is_file()
         predictions = store.read_json(run_id, "predictions.json")
@@ -188,8 +191,23 @@ def test_a_queued_comparison_trains_on_ray_with_live_progress_cancel_and_resume(
     resumed = store.get(ft)
     assert resumed["status"] == "done", resumed["error"]
     epochs = store.epochs(ft)
-    assert [e["epoch"] for e in epochs] == list(range(1, 21))
-    assert resumed["epoch"] == 20 and stopped_at < 20
+    assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))
+    assert resumed["epoch"] == EPOCHS and stopped_at < EPOCHS
+
+
+def test_a_ray_task_trains_on_the_cpus_ray_gave_it(cluster, monkeypatch):
+    from tl_core.machine import usable_cpus
+    from tl_core.ray_exec import use_assigned_cpus
+
+    def threads() -> tuple[int, int]:
+        return use_assigned_cpus(), usable_cpus()
+
+    one = ray.get(ray.remote(num_cpus=1)(threads).remote())
+    assert one == (1, 1)  # not the node's two cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert usable_cpus() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert usable_cpus() >= 1
 
 
 def test_an_unknown_executor_is_one_clear_line(monkeypatch, capsys):

@@ -32,7 +32,8 @@ class Runtime:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may use: affinity mask and cgroup quota, not the host's core count."""
+    """CPUs this process may use: affinity mask, cgroup quota and `OMP_NUM_THREADS`, not the
+    host's core count."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -44,6 +45,10 @@ def usable_cpus() -> int:
             n = min(n, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
+    # A scheduler that hands this process fewer CPUs says so here (Ray does, per task).
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
     return max(1, n)
 
 

@@ -120,28 +120,29 @@ class DataSets:
 
 
 class Channel:
-    """A Ray actor between a task and the worker: progress one way, cancel the other."""
+    """One Ray actor per worker between its tasks and it: progress one way, cancels the
+    other, by the worker's run id. One actor (one process) for all runs: an actor per run
+    would start a Python process per run on the worker's node."""
 
     def __init__(self) -> None:
-        self.fields: dict = {}
-        self.epochs: list[dict] = []
-        self.checkpoint: bytes | None = None
-        self.cancel = False
+        self.pending: dict[str, tuple[dict, list[dict], bytes | None]] = {}
+        self.cancelled: set[str] = set()
 
-    def push(self, fields: dict, epochs: list[dict], checkpoint: bytes | None) -> bool:
-        self.fields.update(fields)
-        self.epochs.extend(epochs)
-        if checkpoint is not None:
-            self.checkpoint = checkpoint
-        return self.cancel
+    def push(self, run_id: str, fields: dict, epochs: list[dict], checkpoint: bytes | None) -> bool:
+        old_fields, old_epochs, old_checkpoint = self.pending.get(run_id, ({}, [], None))
+        self.pending[run_id] = (
+            {**old_fields, **fields},
+            old_epochs + epochs,
+            checkpoint if checkpoint is not None else old_checkpoint,
+        )
+        return run_id in self.cancelled
 
-    def take(self) -> tuple[dict, list[dict], bytes | None]:
-        out = (self.fields, self.epochs, self.checkpoint)
-        self.fields, self.epochs, self.checkpoint = {}, [], None
-        return out
+    def take(self, run_ids: list[str]) -> dict[str, tuple[dict, list[dict], bytes | None]]:
+        """What the tasks of `run_ids` sent since the last take, in one call for all of them."""
+        return {r: self.pending.pop(r) for r in run_ids if r in self.pending}
 
-    def request_cancel(self) -> None:
-        self.cancel = True
+    def request_cancel(self, run_id: str) -> None:
+        self.cancelled.add(run_id)
 
 
 def node_label() -> str:
@@ -156,8 +157,9 @@ def node_label() -> str:
 class _Relay:
     """In the task: sends the temporary store's progress to the channel, brings cancels back."""
 
-    def __init__(self, store, run_id: str, channel, node: str) -> None:
+    def __init__(self, store, run_id: str, channel, key: str, node: str) -> None:
         self.store, self.run_id, self.channel, self.node = store, run_id, channel, node
+        self.key = key  # the run's id in the worker's store
         self.sent_epochs = 0
         self.checkpoint_mtime = 0
         self.stop = threading.Event()
@@ -178,7 +180,7 @@ class _Relay:
         if path.is_file() and path.stat().st_mtime_ns != self.checkpoint_mtime:
             self.checkpoint_mtime = path.stat().st_mtime_ns
             checkpoint = path.read_bytes()
-        cancel = _ray().get(self.channel.push.remote(fields, epochs, checkpoint))
+        cancel = _ray().get(self.channel.push.remote(self.key, fields, epochs, checkpoint))
         if cancel and record["status"] == "running":
             self.store.request_cancel(self.run_id)
 
@@ -193,13 +195,23 @@ def _start_from(store, config: dict, weights: bytes) -> dict:
     return {**config, "init_from": source}
 
 
-def _train_remote(config: dict, data: dict[str, bytes], files: dict, channel) -> dict:
+def use_assigned_cpus() -> int:
+    """In a Ray task: train on the CPUs Ray gave it, not every core of the node (two one-CPU
+    tasks on a two-core node would otherwise each run two threads)."""
+    cpus = max(1, int(_ray().get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    os.environ["OMP_NUM_THREADS"] = str(cpus)  # read by machine.usable_cpus
+    return cpus
+
+
+def _train_remote(config: dict, data: dict[str, bytes], files: dict, channel, key: str) -> dict:
     """A Ray task: train one run in a temporary lab home on this node; returns its results.
-    `files` holds the run's last checkpoint and the weights it starts from, when it has them."""
+    `files` holds the run's last checkpoint and the weights it starts from, when it has them;
+    `key` is the run's id in the worker's store (its name on the channel)."""
     from tl_core.run import execute_run
     from tl_core.runs import NewRun, RunStore
 
     node = node_label()
+    use_assigned_cpus()
     tmp = Path(tempfile.mkdtemp(prefix="tl-ray-"))
     try:
         for rel, blob in data.items():
@@ -214,7 +226,7 @@ def _train_remote(config: dict, data: dict[str, bytes], files: dict, channel) ->
         (run_id,) = store.create_group([new])
         if files.get("checkpoint"):
             (store.run_dir(run_id) / CHECKPOINT).write_bytes(files["checkpoint"])
-        relay = _Relay(store, run_id, channel, node)
+        relay = _Relay(store, run_id, channel, key, node)
         relay.thread.start()
         try:
             execute_run(store, run_id)
@@ -235,10 +247,10 @@ def _train_remote(config: dict, data: dict[str, bytes], files: dict, channel) ->
 
 
 class _InFlight:
-    """A run the worker handed to Ray: its task, its channel and its data set's folder."""
+    """A run the worker handed to Ray: its task and its data set's folder."""
 
-    def __init__(self, run: dict, ref, channel, root: str) -> None:
-        self.run_id, self.ref, self.channel, self.root = run["id"], ref, channel, root
+    def __init__(self, run: dict, ref, root: str) -> None:
+        self.run_id, self.ref, self.root = run["id"], ref, root
         self.cancel_sent = False
         self.started = False  # the task has sent progress: it runs on a node
         self.beat = 0.0  # when the worker last kept the run's heartbeat alive
@@ -255,15 +267,20 @@ def _room(config_cpus: float) -> bool:
     return free >= config_cpus
 
 
-def submit(store, run: dict, datasets: DataSets) -> _InFlight:
-    """Start a claimed run as a Ray task, with its data set and last checkpoint."""
-    from tl_core.data.folder import resolve_dataset
-
+def open_channel():
+    """The worker's channel actor, on the worker's own node (progress stays local)."""
     ray = _ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    channel = ray.remote(num_cpus=0)(Channel).options(scheduling_strategy=here).remote()
+    return ray.remote(num_cpus=0)(Channel).options(scheduling_strategy=here).remote()
+
+
+def submit(store, run: dict, datasets: DataSets, channel) -> _InFlight:
+    """Start a claimed run as a Ray task, with its data set and last checkpoint."""
+    from tl_core.data.folder import resolve_dataset
+
+    ray = _ray()
     config = run["config"]
     root = resolve_dataset(config["data"])
     files = {"checkpoint": store.run_dir(run["id"]) / CHECKPOINT}
@@ -271,42 +288,55 @@ def submit(store, run: dict, datasets: DataSets) -> _InFlight:
         files["init"] = store.run_dir(config["init_from"], create=False) / "weights.pt"
     files = {k: p.read_bytes() for k, p in files.items() if p.is_file()}
     task = ray.remote(_train_remote).options(max_retries=0, **_resources(config))
-    ref = task.remote(config, datasets.ref(root), files, channel)
+    ref = task.remote(config, datasets.ref(root), files, channel, run["id"])
     store.update(run["id"], executor="ray", node=None, phase="waiting for a Ray node")
-    return _InFlight(run, ref, channel, str(root))
+    return _InFlight(run, ref, str(root))
 
 
-def relay_progress(store, job: _InFlight) -> None:
-    """Write what the task's channel holds into the store; pass a cancel request on."""
+def relay_progress(store, jobs: list[_InFlight], channel) -> None:
+    """Write what the channel holds for these runs into the store (one call to the channel
+    for all of them); pass cancel requests on."""
+    if not jobs:
+        return
+    ray = _ray()
+    for job in jobs:
+        if not job.cancel_sent and store.cancel_requested(job.run_id):
+            channel.request_cancel.remote(job.run_id)
+            job.cancel_sent = True
+            if not job.started:  # still waiting for a node: nothing to keep
+                ray.cancel(job.ref)
+    try:
+        sent = ray.get(channel.take.remote([j.run_id for j in jobs]), timeout=10)
+    except Exception:  # noqa: BLE001 - a lost channel: the tasks' own results say why
+        return
+    for job in jobs:
+        _write_progress(store, job, *sent.get(job.run_id, ({}, [], None)))
+
+
+def _write_progress(store, job: _InFlight, fields: dict, epochs: list, checkpoint) -> None:
     from tl_core.atomic import atomic_write_bytes
 
-    ray = _ray()
-    if not job.cancel_sent and store.cancel_requested(job.run_id):
-        job.channel.request_cancel.remote()
-        job.cancel_sent = True
-        if not job.started:  # still waiting for a node: nothing to keep
-            ray.cancel(job.ref)
-    try:
-        fields, epochs, checkpoint = ray.get(job.channel.take.remote(), timeout=10)
-    except Exception:  # noqa: BLE001 - a lost channel: the task's own result says why
-        return
     job.started = job.started or bool(fields)
-    for e in epochs:
-        store.add_epoch(job.run_id, e)
-    if checkpoint is not None:
-        atomic_write_bytes(store.run_dir(job.run_id) / CHECKPOINT, checkpoint)
     if fields or time.monotonic() - job.beat > 10:
         # A run waiting in Ray's queue is alive too: its heartbeat must not go stale.
+        # Where it runs is written before its epochs: a reader never sees an epoch without
+        # its node. The epoch count comes with the epochs' rows (add_epoch).
         job.beat = time.monotonic()
-        store.heartbeat(job.run_id, **fields)
+        store.heartbeat(job.run_id, **{k: v for k, v in fields.items() if k != "epoch"})
+    for e in epochs:
+        store.add_epoch(job.run_id, e)
+    if "epoch" in fields and not epochs:
+        store.update(job.run_id, epoch=fields["epoch"])
+    if checkpoint is not None:
+        atomic_write_bytes(store.run_dir(job.run_id) / CHECKPOINT, checkpoint)
 
 
-def finish(store, job: _InFlight) -> str:
+def finish(store, job: _InFlight, channel) -> str:
     """Write a returned task's files and record, or fail the run with why the task was lost."""
     from tl_core.atomic import atomic_write_bytes
 
     ray = _ray()
-    relay_progress(store, job)
+    relay_progress(store, [job], channel)
     try:
         result = ray.get(job.ref)
     except Exception as exc:  # noqa: BLE001 - node died, worker crashed, task cancelled
@@ -353,11 +383,12 @@ def _local_paths(blob: bytes, root: str) -> bytes:
 def serve(store, heartbeat, *, once: bool, poll: float, idle_exit: float, limit: int) -> int:
     """The worker's loop with Ray: claim, submit, relay, finish; returns the runs taken."""
     connect()
-    datasets, jobs = DataSets(), {}
+    datasets, jobs, channel = DataSets(), {}, open_channel()
     try:
         return _loop(
-            store, heartbeat, datasets, jobs, once=once, poll=poll, idle_exit=idle_exit, limit=limit
-        )
+            store, heartbeat, (datasets, channel), jobs,
+            once=once, poll=poll, idle_exit=idle_exit, limit=limit,
+        )  # fmt: skip
     except BaseException as exc:  # stopped (SIGTERM) or broken: nothing stays running unseen
         for job in jobs.values():
             _ray().cancel(job.ref, force=True)
@@ -370,9 +401,10 @@ def serve(store, heartbeat, *, once: bool, poll: float, idle_exit: float, limit:
         raise
 
 
-def _loop(store, heartbeat, datasets, jobs, *, once, poll, idle_exit, limit) -> int:
+def _loop(store, heartbeat, shared, jobs, *, once, poll, idle_exit, limit) -> int:
     from tl_core.worker import _log, fail_orphans
 
+    datasets, channel = shared
     taken, idle_since = 0, time.monotonic()
     while True:
         for run_id in fail_orphans(store):
@@ -382,7 +414,7 @@ def _loop(store, heartbeat, datasets, jobs, *, once, poll, idle_exit, limit) -> 
             if run is None:
                 break
             try:
-                jobs[run["id"]] = submit(store, run, datasets)
+                jobs[run["id"]] = submit(store, run, datasets, channel)
             except Exception as exc:  # noqa: BLE001 - the data set is gone, or Ray refused
                 store.finish(run["id"], "failed", error=f"{exc.__class__.__name__}: {exc}")
                 continue
@@ -395,10 +427,8 @@ def _loop(store, heartbeat, datasets, jobs, *, once, poll, idle_exit, limit) -> 
             time.sleep(poll)
             continue
         ready, _ = _ray().wait([j.ref for j in jobs.values()], num_returns=1, timeout=0.5)
-        for job in list(jobs.values()):
-            if job.ref in ready:
-                _log(f"run {job.run_id}: {finish(store, job)} (ray)")
-                del jobs[job.run_id]
-            else:
-                relay_progress(store, job)
+        for job in [j for j in jobs.values() if j.ref in ready]:
+            _log(f"run {job.run_id}: {finish(store, job, channel)} (ray)")
+            del jobs[job.run_id]
+        relay_progress(store, list(jobs.values()), channel)
         idle_since = time.monotonic()

@@ -141,6 +141,10 @@ def _train(
     checkpoints = Checkpoints(store.run_dir(run_id) / CHECKPOINT_FILE, started)
     if checkpoints.resume is not None:
         epoch = checkpoints.resume["epoch"]
+        # The checkpoint is saved just before its epoch's row: a run stopped between the two
+        # (or a Ray node lost before the row came back) gets the row from the checkpoint.
+        for stats in checkpoints.resume.get("epochs", []):
+            store.add_epoch(run_id, stats)
         report(Progress("resume", 1, 1, f"resuming after epoch {epoch}"))
     history = fit_run(prepared, runtime, report, checkpoints)
     save(store, run_id, spec, data, built, prepared, history)
