@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import machine, paths, workspaces
+from tl_core import machine, paths, server_gc, workspaces
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
@@ -23,6 +23,19 @@ from tl_core.worker import ensure_worker
 st.set_page_config(
     page_title="Transfer Learning Lab", page_icon=":material/biotech:", layout="wide"
 )
+
+
+@st.cache_resource(show_spinner=False)
+def _freeze_startup_heap() -> int:
+    """Once per server: the pages' heavy modules imported, then kept out of the garbage
+    collector's walks (tl_core/server_gc.py says why)."""
+    return server_gc.freeze_startup_heap(
+        ("pandas", "plotly.graph_objects", "tl_core.charts", "tl_core.evaluate",
+         "tl_core.export", "tl_core.models", "tl_core.recipes.charts")
+    )  # fmt: skip
+
+
+_freeze_startup_heap()
 
 
 def _set_workspace() -> None:
@@ -148,4 +161,7 @@ page = st.navigation(
 if problem is not None:  # one clear message on every page instead of a traceback on each
     st.error(md(problem), icon=":material/folder_off:")
     st.stop()
-page.run()
+try:
+    page.run()
+finally:  # Streamlit's collection after every view is off (.streamlit/config.toml)
+    server_gc.collect_now_and_then()

@@ -6,6 +6,7 @@ predictions) and returns a figure or a DataFrame; nothing here reads Streamlit s
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 
@@ -437,11 +438,13 @@ def layer_diagram(group_names: Sequence[str], trainable: Sequence[bool], title: 
     return _diagram_layout(fig, title, 60 + 24 * len(names))
 
 
+@functools.lru_cache(maxsize=64)
 def strategy_diagram(backbone_name: str, strategy: str, trainable_blocks: int = 1) -> go.Figure:
     """`layer_diagram` for a backbone under a strategy (which groups train, which are frozen).
 
     probe_finetune gets its two phases side by side: the head alone on the frozen backbone,
-    then every layer.
+    then every layer. Built once per process (about 50 ms each, several per page view) and
+    shared: draw it, do not change it.
     """
     from tl_core.models import get_backbone, trainable_prefixes
     from tl_core.strategies import get_strategy

@@ -34,6 +34,7 @@ def total_estimate(
                 val_fraction=spec.val_fraction,
                 seed=spec.split_seed,
                 per_class=spec.per_class,
+                hash_content=False,  # counts only: never hash pictures on a page
             )
             seen[key] = (len(split.train), len(split.val))
         return seen[key]

@@ -68,6 +68,18 @@ class NewRun:
     workspace: str = ""
 
 
+_READY: dict[tuple, str] = {}  # database files set up by this process: their journal mode
+
+
+def _file_key(path: Path) -> tuple | None:
+    """The identity of a database file (a replaced or recreated file is a new one)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_dev, st.st_ino)
+
+
 class RunStore:
     """All access to runs; safe to use from several processes and threads at once."""
 
@@ -82,7 +94,15 @@ class RunStore:
         self.busy_timeout = busy_timeout
         self.journal_mode = "wal"
         self._checked = False
-        self._init_db()
+        # Every page view opens the store (30 sessions: dozens a second): the schema and
+        # journal set-up runs once per process and database file, not on each opening.
+        key = _file_key(self.db_path)
+        if key is None or key not in _READY:
+            self._init_db()
+            if (key := _file_key(self.db_path)) is not None:
+                _READY[key] = self.journal_mode
+        else:
+            self.journal_mode = _READY[key]
         remove_run_leftovers(self.home, self.runs_root)
 
     # ------------------------------------------------------------------ connections

@@ -81,15 +81,27 @@ def store_error(db_path: Path, exc: sqlite3.DatabaseError) -> Exception:
     return LabError(damaged_message(db_path, exc))
 
 
+HOME_CHECK_TTL = 2.0  # seconds a home check holds for every session of this process
+_home_checks: dict[str | None, tuple[float, str | None]] = {}
+
+
 def home_problem() -> str | None:
     """Why the lab home cannot be used now (not writable, not creatable, its run store
     unreadable), or None. The app and every page check this first, so that a broken home is
-    one clear message instead of a traceback per page."""
+    one clear message instead of a traceback per page. The answer is shared by all sessions
+    for `HOME_CHECK_TTL` seconds (a page view asks twice; a class asks dozens of times a
+    second)."""
     from tl_core.runs import RunStore  # the store module imports this one
 
+    key = os.environ.get("TL_LAB_HOME")
+    checked = _home_checks.get(key)
+    if checked is not None and time.monotonic() - checked[0] < HOME_CHECK_TTL:
+        return checked[1]
     try:
         paths.check_writable_home()
         RunStore()
+        problem = None
     except LabError as exc:
-        return str(exc)
-    return None
+        problem = str(exc)
+    _home_checks[key] = (time.monotonic(), problem)
+    return problem

@@ -7,6 +7,7 @@ ordinary runs (no `recipe` field), so the Results page shows them as plain compa
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from tl_core.jobs import RunSpec
@@ -149,5 +150,17 @@ def lesson_seconds(lesson: Plan, store=None) -> float | None:
         per_class = min(spec.per_class or SHAPES_PER_CLASS, SHAPES_PER_CLASS)
         return len(SHAPES) * per_class, len(SHAPES) * 10  # build_shapes' val_per_class
 
+    key = (repr(lesson.specs), str(store.home) if store is not None else None)
+    remembered = _LESSON_ESTIMATES.get(key)
+    if remembered is not None and time.monotonic() - remembered[0] < ESTIMATE_TTL:
+        return remembered[1]
     built = all(dataset_path(s.data).is_dir() for s in lesson.specs)
-    return total_estimate(lesson.specs, store, None if built else generated)
+    seconds = total_estimate(lesson.specs, store, None if built else generated)
+    _LESSON_ESTIMATES[key] = (time.monotonic(), seconds)
+    return seconds
+
+
+# A lesson's button shows its estimate on every view of Home and Learn: one count of the
+# workspace's pictures serves every session for a few seconds.
+ESTIMATE_TTL = 10.0
+_LESSON_ESTIMATES: dict[tuple, tuple[float, float | None]] = {}
