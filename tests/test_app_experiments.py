@@ -74,7 +74,8 @@ def test_small_cnn_without_a_starting_run_is_explained(stripes_set):
     at = app_at("pages/experiments.py")
     at.selectbox(key="exp_backbone").set_value("small_cnn").run()
     assert not at.exception
-    assert any("needs a starting point" in w.value for w in at.warning)
+    why = [w.value for w in at.warning if "needs a starting point" in w.value]
+    assert why and all("Start from a previous run" in w for w in why)  # the page's control
     assert at.button(key="exp_start").label == "Start 1 run(s)"  # scratch only
 
 

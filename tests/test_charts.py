@@ -236,3 +236,10 @@ def test_a_run_name_is_text_in_titles_legends_and_hover():
     assert "<a" not in fig.data[0].name and "<a" not in fig.data[0].hovertemplate
     bars = charts.strategy_bars(runs)
     assert "<" not in bars.layout.title.text + bars.layout.title.subtitle.text
+
+
+def test_the_confusion_matrix_leaves_room_for_the_longest_class_name():
+    short = charts.confusion([[1, 0], [0, 1]], ["a", "b"])
+    long = charts.confusion([[1, 0], [0, 1]], ["a", "triangle-with-a-long-name"])
+    assert long.layout.margin.l > short.layout.margin.l >= 60
+    assert long.layout.margin.l >= 8 * len("triangle-with-a-long-name")

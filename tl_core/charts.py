@@ -363,7 +363,12 @@ def confusion(
     )
     fig.update_xaxes(title_text="predicted", automargin=True)
     fig.update_yaxes(title_text="true", autorange="reversed", automargin=True)  # long names
-    return _layout(fig, title, height=380)
+    fig = _layout(fig, title, height=380)
+    # Room for the longest class name left of the rows: automargin alone cut the first
+    # letters off in the HTML report ("riangle").
+    longest = max((len(c) for c in classes), default=0)
+    fig.update_layout(margin={"l": min(60 + 8 * longest, 260)})
+    return fig
 
 
 def per_class_bars(accuracy: dict[str, float | None]) -> go.Figure:

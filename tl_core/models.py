@@ -70,7 +70,8 @@ def resolve_weights(backbone: Backbone, weights_file: str | Path | None = None) 
     if backbone.weights_url is None:
         raise LabError(
             f"{backbone.name} has no pretrained ImageNet weights; train it with strategy "
-            "'scratch', or start from one of your runs with --init-from RUN_ID"
+            "'scratch', or start from one of your runs (\"Start from a previous run\" on the "
+            "Experiments page, --init-from RUN_ID on the command line)"
         )
     cached = torch_cache_checkpoint(backbone)
     assert cached is not None
@@ -247,7 +248,8 @@ def check_starting_point(
     if strategy.needs_pretrained and not (backbone.has_imagenet_weights or init_from or weights):
         raise LabError(
             f"{backbone.name} has no ImageNet weights, so strategy {strategy.name!r} needs a "
-            "starting point: pass --init-from RUN_ID (a run trained here), or use strategy "
+            "starting point: a run trained here (\"Start from a previous run\" on the "
+            "Experiments page, --init-from RUN_ID on the command line), or use strategy "
             "'scratch'"
         )
 
