@@ -248,7 +248,7 @@ def check_starting_point(
     if strategy.needs_pretrained and not (backbone.has_imagenet_weights or init_from or weights):
         raise LabError(
             f"{backbone.name} has no ImageNet weights, so strategy {strategy.name!r} needs a "
-            "starting point: a run trained here (\"Start from a previous run\" on the "
+            'starting point: a run trained here ("Start from a previous run" on the '
             "Experiments page, --init-from RUN_ID on the command line), or use strategy "
             "'scratch'"
         )
