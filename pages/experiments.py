@@ -155,11 +155,12 @@ def queue_recipe(name: str, data: str | None, offline: bool, clicked: bool) -> N
         total = lambda: consent.total_estimate(plan.specs, store)  # noqa: E731
         if not consent.confirmed(f"recipe_{name}", clicked, len(plan.specs), total):
             return
-        workspaces.check_room(store, ws, len(plan.stages[0].specs))  # again, after a wait
         click = workspaces.click_request_id(
             st.session_state, "recipe_last_click", [name, data, offline]
         )
-        recipes.start_recipe(store, plan, workspace=ws, launch_id=f"r{click[:12]}")
+        recipes.start_recipe(  # the limits again, after a wait, in the store's write
+            store, plan, workspace=ws, launch_id=f"r{click[:12]}", check=workspaces.room_check(ws)
+        )
     except LabError as exc:
         st.error(md(exc))
         return

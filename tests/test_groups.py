@@ -108,3 +108,51 @@ def test_cancel_command_bad_input_is_one_line(argv, expected, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_simultaneous_recipe_launches_queue_all_their_stages_or_nothing(stripes, monkeypatch):
+    """Two launches of a two-stage plan (4 runs each) against a limit of 6: the limit is
+    checked in the one write that records every stage, so one launch is queued whole and
+    the other is refused whole (no stage of it left behind), whatever the interleaving."""
+    import threading
+
+    from tl_core import jobs
+    from tl_core.workspaces import room_check
+
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "6")
+    barrier = threading.Barrier(2, timeout=30)
+    scan = jobs.scan_dataset
+    monkeypatch.setattr(jobs, "scan_dataset", lambda *a, **k: (scan(*a, **k), barrier.wait())[0])
+    RunStore()  # the lab's store exists before anyone clicks
+    launched, refused = [], []
+
+    def click(launch_id: str) -> None:
+        try:
+            plan = two_stage_plan(stripes)
+            launched.append(
+                recipes.start_recipe(
+                    RunStore(),
+                    plan,
+                    launch_id=launch_id,
+                    workspace="team",
+                    check=room_check("team"),
+                )
+            )
+        except LabError as exc:
+            refused.append(str(exc))
+        finally:
+            barrier.abort()  # no click waits after this one: one refused early fails at once
+
+    threads = [threading.Thread(target=click, args=(f"r{k}",)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert len(launched) == 1 and len(refused) == 1
+    assert "and 4 more would pass its limit of 6" in refused[0]
+    queued = RunStore().queue("team")
+    assert len(queued) == 4 and {r["group_id"] for r in queued} == {
+        f"{launched[0]}-s0",
+        f"{launched[0]}-s1",
+    }

@@ -216,3 +216,61 @@ def test_a_repeated_click_at_the_limit_gets_its_runs_back_and_a_new_one_is_refus
     assert again == first and len(store.queue()) == 2
     with pytest.raises(LabError, match="limit of 2"):
         workspaces.queue_runs(store, specs, workspace="team", request_id="click-2")
+
+
+# ---------------------------------------------------------------- simultaneous clicks
+
+
+def _queue_at_once(stripes, monkeypatch, targets: list[str]) -> tuple[list, list]:
+    """Each of len(targets) threads queues 2 runs in its workspace at the same moment: the
+    data scan (before the store is written, after today's pre-check) waits until every
+    thread has reached it, so no click has written its runs when the others check."""
+    import threading
+
+    from tl_core import jobs
+
+    barrier = threading.Barrier(len(targets), timeout=30)
+    scan = jobs.scan_dataset
+
+    def scan_together(*args, **kwargs):
+        out = scan(*args, **kwargs)
+        barrier.wait()
+        return out
+
+    monkeypatch.setattr(jobs, "scan_dataset", scan_together)
+    RunStore()  # the lab's store exists before anyone clicks (first opens may be 'busy')
+    queued, refused = [], []
+
+    def click(ws: str) -> None:
+        try:
+            queued.append(workspaces.queue_runs(RunStore(), small_specs(stripes, 2), workspace=ws))
+        except LabError as exc:
+            refused.append(str(exc))
+        finally:
+            barrier.abort()  # no click waits after this one: one refused early fails at once
+
+    threads = [threading.Thread(target=click, args=(ws,)) for ws in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return queued, refused
+
+
+def test_simultaneous_clicks_cannot_pass_the_workspace_limit(stripes, monkeypatch):
+    """The limit is checked in the same write transaction that records the runs: three
+    clicks of 2 runs against a limit of 3 queue one set and refuse two."""
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED", "3")
+    queued, refused = _queue_at_once(stripes, monkeypatch, ["team"] * 3)
+    assert len(RunStore().queue("team")) == 2 and len(queued) == 1
+    assert len(refused) == 2
+    assert all("more would pass its limit of 3; wait for some" in m for m in refused)
+
+
+def test_simultaneous_clicks_cannot_pass_the_lab_wide_limit(stripes, monkeypatch):
+    monkeypatch.setenv("TL_LAB_MAX_QUEUED_TOTAL", "3")
+    queued, refused = _queue_at_once(stripes, monkeypatch, ["a", "b", "c"])
+    assert len(RunStore().queue()) == 2 and len(queued) == 1
+    assert len(refused) == 2
+    assert all("in all workspaces, and 2 more would pass its limit of 3" in m for m in refused)

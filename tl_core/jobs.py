@@ -18,7 +18,7 @@ from tl_core.run import (  # noqa: F401 - re-exported
     execute_run,
     init_state,
 )
-from tl_core.runs import GROUP_REF, NewRun, RunStore
+from tl_core.runs import GROUP_REF, NewRun, RoomCheck, RunStore
 from tl_core.spec import RunSpec, expand  # noqa: F401 - re-exported
 
 
@@ -30,6 +30,7 @@ def queue_runs(
     workspace: str = "",
     group_id: str | None = None,
     depends_on: str | None = None,
+    check: RoomCheck | None = None,
 ) -> list[str]:
     """Validate and record runs as one group (one comparison); returns their ids.
 
@@ -37,8 +38,17 @@ def queue_runs(
     content is not hashed here: the run does that when it starts), and a starting run is
     checked to be finished and of the same backbone. With `depends_on` (a group id) the runs
     wait for that group (`tl_core.run_deps`); an `init_from` of "@GROUP" is then checked when
-    the run is claimed, not now.
+    the run is claimed, not now. `check` runs in the store's write transaction
+    (`RunStore.create_groups`), as `workspaces.room_check` does for the queue limits.
     """
+    new = new_runs(store, specs, workspace=workspace)
+    return store.create_group(
+        new, request_id=request_id, group_id=group_id, depends_on=depends_on, check=check
+    )
+
+
+def new_runs(store: RunStore, specs: list[RunSpec], *, workspace: str = "") -> list[NewRun]:
+    """Validate `specs` (see `queue_runs`) and make the store's records of them."""
     scanned: set[tuple] = set()
     for spec in specs:
         spec.validate()
@@ -54,24 +64,19 @@ def queue_runs(
             scanned.add(key)
         if spec.init_from and not spec.init_from.startswith(GROUP_REF):
             init_state(store, spec)
-    return store.create_group(
-        [
-            NewRun(
-                data_path=str(spec.data),
-                backbone=spec.backbone,
-                strategy=spec.strategy,
-                config=spec.to_dict(),
-                name=spec.name,
-                seed=spec.train.seed,
-                recipe=spec.recipe,
-                workspace=workspace,
-            )
-            for spec in specs
-        ],
-        request_id=request_id,
-        group_id=group_id,
-        depends_on=depends_on,
-    )
+    return [
+        NewRun(
+            data_path=str(spec.data),
+            backbone=spec.backbone,
+            strategy=spec.strategy,
+            config=spec.to_dict(),
+            name=spec.name,
+            seed=spec.train.seed,
+            recipe=spec.recipe,
+            workspace=workspace,
+        )
+        for spec in specs
+    ]
 
 
 def resumable(store: RunStore, run_id: str) -> bool:

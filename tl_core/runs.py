@@ -30,6 +30,7 @@ from tl_core.atomic import atomic_torch_save, atomic_write_bytes  # noqa: F401 -
 from tl_core.errors import LabError, as_lab_error
 from tl_core.owners import end_orphan, remove_run_leftovers, this_host
 from tl_core.run_deps import GROUP_REF, fail_broken_dependents, resolve_group_ref  # noqa: F401
+from tl_core.run_groups import NewGroup, RoomCheck, insert_group, request_runs
 from tl_core.run_schema import JSON_FIELDS, MIGRATIONS, SCHEMA_VERSION
 from tl_core.store_repair import check_store, move_store_aside, refuse_if_damaged, store_error  # noqa: F401
 
@@ -176,53 +177,42 @@ class RunStore:
         request_id: str | None = None,
         group_id: str | None = None,
         depends_on: str | None = None,
+        check: RoomCheck | None = None,
     ) -> list[str]:
         """Queue runs that belong together (one comparison); returns their ids.
 
         With a `request_id` (one per click on Start), asking twice returns the runs of the
         first request instead of queueing a second set. With `depends_on` (a group id), the
-        runs wait until every run of that group is done (see `claim_next`).
+        runs wait until every run of that group is done (see `claim_next`). `check` is as
+        in `create_groups`.
         """
-        if not runs:
-            raise LabError("nothing to run: choose at least one strategy")
-        group_id = group_id or "g" + new_run_id()
-        now = time.time()
-        versions = json.dumps(library_versions())
-        with self._conn(write=True) as conn:
-            if request_id is not None:
-                existing = conn.execute(
-                    "SELECT id FROM runs WHERE request_id = ? ORDER BY slot", (request_id,)
-                ).fetchall()
-                if existing:
-                    return [r["id"] for r in existing]
-            ids = []
-            for slot, run in enumerate(runs):
-                run_id = new_run_id()
-                conn.execute(
-                    """INSERT INTO runs (id, name, created, group_id, request_id, slot, seed, recipe,
-                       workspace, data_path, backbone, strategy, config, status, epochs_total, versions,
-                       depends_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)""",
-                    (
-                        run_id,
-                        run.name,
-                        now + slot * 1e-6,
-                        group_id,
-                        request_id,
-                        slot,
-                        run.seed,
-                        run.recipe,
-                        run.workspace,
-                        run.data_path,
-                        run.backbone,
-                        run.strategy,
-                        json.dumps(run.config),
-                        int(run.config.get("train", {}).get("epochs", 0)),
-                        versions,
-                        depends_on,
-                    ),
-                )
-                ids.append(run_id)
+        (ids,) = self.create_groups([NewGroup(runs, request_id, group_id, depends_on)], check=check)
         return ids
+
+    def create_groups(
+        self, groups: Sequence[NewGroup], *, check: RoomCheck | None = None
+    ) -> list[list[str]]:
+        """Queue several groups (a recipe's stages) in one write transaction; their ids.
+
+        A group whose `request_id` is in the store already is not queued again: its runs are
+        returned. `check(queue, adding)`, when given, runs inside the same transaction, under
+        the write lock, before anything is written: `queue` is the queued and running runs
+        (dicts of id, workspace, request_id), `adding` the number of runs about to be
+        recorded. It raises to refuse them all, so limits it checks hold however many
+        processes queue at once.
+        """
+        if not groups or not all(g.runs for g in groups):
+            raise LabError("nothing to run: choose at least one strategy")
+        with self._conn(write=True) as conn:
+            found = [request_runs(conn, g.request_id) for g in groups]
+            adding = sum(len(g.runs) for g, ids in zip(groups, found, strict=True) if not ids)
+            if check is not None and adding:
+                rows = conn.execute(
+                    "SELECT id, workspace, request_id FROM runs "
+                    "WHERE status IN ('queued', 'running')"
+                ).fetchall()
+                check([dict(r) for r in rows], adding)
+            return [ids or insert_group(conn, g) for g, ids in zip(groups, found, strict=True)]
 
     # ------------------------------------------------------------------ reading
 

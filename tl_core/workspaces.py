@@ -16,7 +16,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from tl_core.errors import LabError
@@ -130,35 +130,53 @@ def max_queued_total() -> int:
 
 
 def queue_runs(store, specs: list, *, workspace: str, request_id: str | None = None) -> list[str]:
-    """`jobs.queue_runs` within the workspace's limit of queued and running runs."""
+    """`jobs.queue_runs` within the workspace's limit of queued and running runs and the lab's.
+
+    The limits are checked in the run store's write transaction that records the runs
+    (`room_check`), so simultaneous clicks cannot pass them together. The same click arriving
+    twice gets the first click's runs back (the store de-duplicates request ids) and does not
+    count against the limits.
+    """
     from tl_core.jobs import queue_runs as queue
 
     workspace = check_workspace(workspace)
-    check_room(store, workspace, len(specs), request_id=request_id)
-    # The same click arriving twice gets the first click's runs back: the run store
-    # de-duplicates request ids, atomically.
-    return queue(store, specs, request_id=request_id, workspace=workspace)
+    return queue(
+        store, specs, request_id=request_id, workspace=workspace, check=room_check(workspace)
+    )
 
 
 def check_room(store, workspace: str, adding: int, *, request_id: str | None = None) -> None:
     """Raise LabError when `adding` more runs would pass the workspace's queue limit or the
     lab's limit for all workspaces together. Runs of `request_id` itself do not count: a
-    repeated click adds nothing (the store returns its runs)."""
+    repeated click adds nothing (the store returns its runs).
+
+    An early answer (before building a recipe's data, say): only `room_check`, given to the
+    store's write, holds against simultaneous clicks."""
     everyone = [r for r in store.queue() if request_id is None or r.get("request_id") != request_id]
-    waiting = sum(1 for r in everyone if r.get("workspace", "") == workspace)
-    limit = max_queued()
-    if waiting + adding > limit:
-        raise LabError(
-            f"this workspace already has {waiting} run(s) queued or running, and {adding} "
-            f"more would pass its limit of {limit}; wait for some to finish or cancel them"
-        )
-    total = max_queued_total()
-    if len(everyone) + adding > total:
-        raise LabError(
-            f"the lab already has {len(everyone)} run(s) queued or running in all "
-            f"workspaces, and {adding} more would pass its limit of {total} "
-            "(TL_LAB_MAX_QUEUED_TOTAL); wait for some to finish, or queue fewer runs"
-        )
+    room_check(workspace)(everyone, adding)
+
+
+def room_check(workspace: str) -> Callable[[list[dict], int], None]:
+    """A `RunStore.create_group` check: refuse when the runs being added would pass the
+    workspace's queue limit (`TL_LAB_MAX_QUEUED`) or the lab's (`TL_LAB_MAX_QUEUED_TOTAL`)."""
+
+    def check(everyone: list[dict], adding: int) -> None:
+        waiting = sum(1 for r in everyone if r.get("workspace", "") == workspace)
+        limit = max_queued()
+        if waiting + adding > limit:
+            raise LabError(
+                f"this workspace already has {waiting} run(s) queued or running, and {adding} "
+                f"more would pass its limit of {limit}; wait for some to finish or cancel them"
+            )
+        total = max_queued_total()
+        if len(everyone) + adding > total:
+            raise LabError(
+                f"the lab already has {len(everyone)} run(s) queued or running in all "
+                f"workspaces, and {adding} more would pass its limit of {total} "
+                "(TL_LAB_MAX_QUEUED_TOTAL); wait for some to finish, or queue fewer runs"
+            )
+
+    return check
 
 
 def server_folders_allowed() -> bool:

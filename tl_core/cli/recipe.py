@@ -98,12 +98,12 @@ def _queue_plan(p, workspace: str, as_json: bool) -> int:
     print the runs with their positions: {"launch_id", "runs"} with --json."""
     from tl_core.recipes import launch_runs, prepare_data, start_recipe
     from tl_core.runs import RunStore
-    from tl_core.workspaces import check_room
+    from tl_core.workspaces import check_room, room_check
 
     store = RunStore()
-    check_room(store, workspace, len(p.specs))
+    check_room(store, workspace, len(p.specs))  # before building data; checked again in the write
     prepare_data(p)
-    launch_id = start_recipe(store, p, workspace=workspace)
+    launch_id = start_recipe(store, p, workspace=workspace, check=room_check(workspace))
     rows = summaries(store, [r for stage in launch_runs(store, launch_id) for r in stage])
     text = queued_text(rows, workspace)
     text += f"\nlaunch {launch_id}; cancel it with python -m tl_core cancel --group {launch_id}"

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tl_core.errors import LabError
-from tl_core.jobs import RunSpec, execute_run, queue_runs
+from tl_core.jobs import RunSpec, execute_run, new_runs
 from tl_core.progress import Progress, ProgressFn
 from tl_core.recipes.model import Plan, Stage
 from tl_core.recipes.planning import SOURCE_PREFIX, dataset_exists, plan
-from tl_core.runs import FINISHED, GROUP_REF, RunStore
+from tl_core.runs import FINISHED, GROUP_REF, NewGroup, RoomCheck, RunStore
 
 DataProgressFn = Callable[[int, int, str], None]  # a data builder's (done, total, what)
 RunCallback = Callable[[int, int, dict], None]  # (run number, total, queued run record)
@@ -75,23 +75,28 @@ def prepare_data(plan: Plan, on_progress: DataProgressFn | None = None) -> None:
 
 
 def start_recipe(
-    store: RunStore, plan: Plan, *, launch_id: str | None = None, workspace: str = ""
+    store: RunStore,
+    plan: Plan,
+    *,
+    launch_id: str | None = None,
+    workspace: str = "",
+    check: RoomCheck | None = None,
 ) -> str:
-    """Queue every stage of the plan (its data must be there: `prepare_data`); returns the
-    launch id. Calling it again with the same `launch_id` queues nothing new."""
+    """Queue every stage of the plan (its data must be there: `prepare_data`) in one write
+    to the run store, with `check` (`workspaces.room_check`) inside it; returns the launch
+    id. Calling it again with the same `launch_id` queues nothing new."""
     launch_id = launch_id or "r" + uuid.uuid4().hex[:12]
-    groups: list[str] = []
-    for k, stage in enumerate(plan.stages):
-        group = stage_group(launch_id, k)
-        queue_runs(
-            store,
-            bind_stage(stage, groups),
-            request_id=group,
-            group_id=group,
-            depends_on=groups[-1] if groups else None,
-            workspace=workspace,
+    groups = [stage_group(launch_id, k) for k in range(len(plan.stages))]
+    stages = [
+        NewGroup(
+            new_runs(store, bind_stage(stage, groups[:k]), workspace=workspace),
+            request_id=groups[k],
+            group_id=groups[k],
+            depends_on=groups[k - 1] if k else None,
         )
-        groups.append(group)
+        for k, stage in enumerate(plan.stages)
+    ]
+    store.create_groups(stages, check=check)
     return launch_id
 
 
@@ -101,7 +106,7 @@ def queue_recipe(
     """The app's one click: plan recipe `name` for the workspace, build its data, and queue
     it within the workspace's limit of queued runs; returns the run ids (a repeated
     `request_id` returns the first click's runs)."""
-    from tl_core.workspaces import check_room, check_workspace
+    from tl_core.workspaces import check_room, check_workspace, room_check
 
     workspace = check_workspace(workspace)
     p = plan(name, workspace=workspace)
@@ -109,7 +114,7 @@ def queue_recipe(
     if not store.list(group_id=stage_group(launch_id, 0)):
         check_room(store, workspace, len(p.specs))
     prepare_data(p)
-    start_recipe(store, p, launch_id=launch_id, workspace=workspace)
+    start_recipe(store, p, launch_id=launch_id, workspace=workspace, check=room_check(workspace))
     return [r["id"] for stage in launch_runs(store, launch_id) for r in stage]
 
 
