@@ -26,16 +26,16 @@ st.set_page_config(
 
 
 @st.cache_resource(show_spinner=False)
-def _freeze_startup_heap() -> int:
+def _set_up_server() -> int:
     """Once per server: the pages' heavy modules imported, then kept out of the garbage
-    collector's walks (tl_core/server_gc.py says why)."""
-    return server_gc.freeze_startup_heap(
+    collector's walks; uploads given back (tl_core/server_gc.py says why)."""
+    return server_gc.set_up_server(
         ("pandas", "plotly.graph_objects", "tl_core.charts", "tl_core.evaluate",
          "tl_core.export", "tl_core.models", "tl_core.recipes.charts")
     )  # fmt: skip
 
 
-_freeze_startup_heap()
+_set_up_server()
 
 
 def _set_workspace() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core import charts, workspaces
+from tl_core import charts, server_gc, workspaces
 from tl_core.data import builtin, curate, download, search, sources
 from tl_core.data.store import dataset_path, load_manifest
 from tl_core.data.writer import delete_dataset
@@ -50,17 +50,31 @@ def progress_bar(label: str):
     return update
 
 
-def run_import(title: str, fn, /, *args, done: str | None = None, **kwargs) -> None:
+def upload_key(name: str) -> str:
+    """An uploader's key: a new one after each import from an upload, so the page shows the
+    uploaders empty again (Streamlit offers no other way to clear one)."""
+    generation = st.session_state.get("data_uploads", 0)
+    return f"{name}_{generation}" if generation else name
+
+
+def run_import(
+    title: str, fn, /, *args, done: str | None = None, uploads: tuple = (), **kwargs
+) -> None:
     """Call an importer with a progress bar; keep its report to show after the rerun.
 
     `title` is positional-only: importers take a `label=` of their own (the URL list's).
     `done` says what a change other than an import did ("2 picture(s) deleted").
+    `uploads`: the uploaded files the import read; once it has succeeded their bytes leave
+    the server's memory (a failed import keeps them, to try again).
     """
     try:
         report = fn(*args, on_progress=progress_bar(title), **kwargs)
     except LabError as exc:
         st.error(md(exc))
         return
+    if uploads:
+        server_gc.release_uploads(uploads)
+        st.session_state["data_uploads"] = st.session_state.get("data_uploads", 0) + 1
     st.session_state["data_report"] = {**report.to_dict(), "done": done}
     st.session_state["data_next"] = workspaces.short_name(report.name)
     st.rerun()
@@ -150,15 +164,18 @@ with tabs[0]:
         )
 with tabs[1]:
     archive = st.file_uploader(
-        "A zip of class folders (optionally inside train/ and val/)", type=["zip"], key="data_zip"
+        "A zip of class folders (optionally inside train/ and val/)",
+        type=["zip"],
+        key=upload_key("data_zip"),
     )
     if archive is not None and st.button(f"Import into {short}", key="data_zip_go"):
         with tempfile.TemporaryDirectory() as tmp:
-            run_import("importing", sources.import_zip, uploaded_to_file(archive, tmp), target)
+            zip_path = uploaded_to_file(archive, tmp)
+            run_import("importing", sources.import_zip, zip_path, target, uploads=(archive,))
 with tabs[2]:
     cls = st.text_input("Class", key="data_class")
     files = st.file_uploader(
-        "Pictures of this class", accept_multiple_files=True, key="data_class_files"
+        "Pictures of this class", accept_multiple_files=True, key=upload_key("data_class_files")
     )
     if files and cls and st.button(f"Add {len(files)} to {cls}", key="data_class_go"):
         run_import(
@@ -167,11 +184,12 @@ with tabs[2]:
             target,
             cls,
             [(f.name, f.getvalue()) for f in files],
+            uploads=tuple(files),
         )
 with tabs[3]:
     st.caption("The browser allows the webcam only over HTTPS or on localhost.")
     cam_cls = st.text_input("Class of the next shot", key="data_cam_class")
-    shot = st.camera_input("Take a picture", key="data_camera")
+    shot = st.camera_input("Take a picture", key=upload_key("data_camera"))
     if shot is not None and cam_cls and st.button(f"Add this shot to {cam_cls}", key="data_cam_go"):
         run_import(
             "adding",
@@ -180,12 +198,13 @@ with tabs[3]:
             cam_cls,
             [(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue())],
             source="camera",
+            uploads=(shot,),
         )
 with tabs[4]:
     url_file = st.file_uploader(
         "A CSV of url,label rows, or a .txt of URLs for one class",
         type=["csv", "txt"],
-        key="data_urls",
+        key=upload_key("data_urls"),
     )
     url_label = st.text_input("Class (for a .txt; default: the file name)", key="data_urls_label")
     if url_file is not None and st.button("Download", key="data_urls_go"):
@@ -196,6 +215,7 @@ with tabs[4]:
                 uploaded_to_file(url_file, tmp),
                 target,
                 label=url_label or None,
+                uploads=(url_file,),
             )
 with tabs[5]:
     st.caption("One class per term, with freely licensed images from Wikimedia Commons.")

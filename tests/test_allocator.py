@@ -62,3 +62,32 @@ print(before, kept, rss_mb())
     before, kept, after = map(float, out)
     assert kept - before > 50  # the freed block stayed resident (the point of the tuning)
     assert after - before < 20  # and release_free_memory returned it
+
+
+def test_untuned_process_gives_a_freed_large_block_back_at_once() -> None:
+    """The web server untunes: an upload's bytes go back to the system when freed (issue 12),
+    where the tuned heap keeps them (the first test's `kept`)."""
+    script = """
+import tl_core
+from tl_core.allocator import untune_malloc
+
+def rss_mb():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:")) / 1024
+
+restored = untune_malloc()
+before = rss_mb()
+x = bytearray(200 << 20)  # 200 MB, like an upload's bytes
+held = rss_mb()
+del x
+print(restored, before, held, rss_mb())
+"""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "True"
+    before, held, after = map(float, out[1:])
+    assert held - before > 150
+    assert after - before < 20

@@ -62,8 +62,13 @@ def test_per_class_upload_and_webcam_shot_add_pictures():
     at.button(key="data_class_go").click().run()
     assert not at.exception
     assert "2 picture(s) added" in at.success[0].value
+    # The import let go of the uploads: the uploaders are new and empty (issue 12).
+    assert not at.file_uploader(key="data_class_files_1").value
+    assert [w.key for w in at.file_uploader if w.key.startswith("data_class")] == [
+        "data_class_files_1"
+    ]
     at.text_input(key="data_cam_class").input("blue")
-    at.camera_input(key="data_camera").set_value(
+    at.camera_input(key="data_camera_1").set_value(
         ("shot.jpg", image_bytes("JPEG", (20, 40, 220)), "image/jpeg")
     )
     at.run()

@@ -57,7 +57,7 @@ def test_a_corrupt_zip_is_refused_and_an_existing_set_is_kept(tmp_path):
     assert [d.name for d in list_datasets()] == ["pets"]
     kept = sorted(p.name for p in (datasets_dir() / "pets").rglob("*") if p.is_file())
 
-    at.file_uploader(key="data_zip").set_value(
+    at.file_uploader(key="data_zip_1").set_value(  # a new uploader after the import
         ("pets.zip", b"PK\x03\x04 truncated", "application/zip")
     )
     at.run()

@@ -1,11 +1,12 @@
-"""The web server's garbage collection: the startup heap frozen once, full collections
-rate-limited, Streamlit's own per-view collection off in the app's settings."""
+"""The web server's memory: the startup heap frozen once, full collections rate-limited,
+Streamlit's own per-view collection off in the app's settings, uploads given back."""
 
 from __future__ import annotations
 
 import gc
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from tl_core import server_gc
 
@@ -45,3 +46,62 @@ def test_freezing_takes_the_imported_modules_out_of_the_collectors_walks():
         assert gc.collect() >= 1
     finally:
         gc.unfreeze()
+
+
+def _uploads(*session_ids: str):
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    files = MemoryUploadedFileManager("/_stcore/upload_file")
+    for sid in session_ids:
+        files.add_file(sid, UploadedFileRec(file_id=f"{sid}-f", name="a.zip", type="", data=b"x"))
+    return files
+
+
+def test_a_page_lets_go_of_the_uploads_it_has_read(monkeypatch):
+    """After an import the page removes the upload's bytes from Streamlit's manager, where
+    they would otherwise stay until the session is shut down (issue 12)."""
+    import streamlit.runtime.scriptrunner as scriptrunner
+
+    files = _uploads("me", "other")
+    ctx = SimpleNamespace(uploaded_file_mgr=files, session_id="me")
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: ctx)
+    read = files.get_files("me", ["me-f"])
+    assert server_gc.release_uploads(read) == 1
+    assert files.get_files("me", ["me-f"]) == []
+    assert len(files.get_files("other", ["other-f"])) == 1  # another session's stay
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: None)
+    assert server_gc.release_uploads(read) == 0  # outside a page view: nothing to do
+
+
+def test_uploads_of_sessions_streamlit_dropped_are_freed():
+    """A closed browser's session is kept for reconnection, then dropped from Streamlit's
+    storage without a shutdown, which was what removed its uploads (issue 12)."""
+    files = _uploads("live", "waiting", "expired", "gone")
+
+    class Storage:  # Streamlit's TTL cache: an expired entry goes on the next expire()
+        def __init__(self):
+            self.entries = {"waiting": 1, "expired": 1}
+
+        def expire(self):
+            self.entries.pop("expired", None)
+
+    storage = Storage()
+    manager = SimpleNamespace(
+        _session_storage=SimpleNamespace(_cache=storage),
+        list_sessions=lambda: [
+            SimpleNamespace(session=SimpleNamespace(id=sid)) for sid in ("live", *storage.entries)
+        ],
+    )
+    runtime = SimpleNamespace(uploaded_file_mgr=files, _session_mgr=manager)
+    assert server_gc.drop_dead_sessions_uploads(runtime) == 2
+    assert sorted(files.file_storage) == ["live", "waiting"]
+    assert server_gc.drop_dead_sessions_uploads(runtime) == 0
+
+
+def test_the_server_is_set_up_once_and_not_under_apptest():
+    """app.py sets the server up in a cached resource; under AppTest (a mock runtime) the
+    tests' process keeps its malloc settings and starts no reaper thread."""
+    app = (ROOT / "app.py").read_text()
+    assert app.count("server_gc.set_up_server(") == 1
+    assert server_gc._serving() is False

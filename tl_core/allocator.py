@@ -21,8 +21,13 @@ import os
 import sys
 
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 TRIM_BYTES = 1 << 30  # freed memory the heap keeps for reuse before returning it (1 GiB)
+# glibc's own values, for `untune_malloc`: blocks from 128 KiB up are mapped on their own
+# and unmapped when freed; the heap returns its free top past 128 KiB.
+GLIBC_MMAP_MAX = 65536
+GLIBC_THRESHOLD = 128 * 1024
 
 _libc: ctypes.CDLL | None = None
 
@@ -64,7 +69,31 @@ def tune_malloc() -> bool:
     return _tuned
 
 
+def untune_malloc() -> bool:
+    """Give this process glibc's defaults back; True where they were restored.
+
+    For the web server, which imports `tl_core` but trains nothing: what it allocates in
+    large blocks are uploads (hundreds of MB each, `tl_core/server_gc.py`), which should go
+    back to the system as soon as they are freed, not stay in the heap for reuse.
+    """
+    global _tuned
+    if not tune_malloc():
+        return False
+    mallopt = _load_libc().mallopt
+    _tuned = False
+    return all(
+        mallopt(option, value)
+        for option, value in (
+            (M_MMAP_MAX, GLIBC_MMAP_MAX),
+            (M_MMAP_THRESHOLD, GLIBC_THRESHOLD),
+            (M_TRIM_THRESHOLD, GLIBC_THRESHOLD),
+        )
+    )
+
+
 def release_free_memory() -> None:
     """Return the heap's free memory to the system now (glibc `malloc_trim`), e.g. between runs."""
-    if tune_malloc():
-        _load_libc().malloc_trim(0)
+    if sys.platform.startswith("linux"):
+        trim = getattr(_load_libc(), "malloc_trim", None)  # glibc only
+        if trim is not None:
+            trim(0)

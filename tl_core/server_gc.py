@@ -13,16 +13,33 @@ Two changes keep memory bounded at a fraction of the cost:
 - `collect_now_and_then`: with Streamlit's own collection off (`.streamlit/config.toml`), a
   full collection after a page view at most every `COLLECT_EVERY` seconds: a lone user still
   gets one after nearly every view, a class shares one every few seconds.
+
+And uploads are given back (issue 12: three 300 MB uploads left the server 2.8 GB larger
+for good, `scripts/bench_upload_memory.py`). Streamlit keeps each uploaded file's bytes in its
+upload manager until it shuts the session down, but a closed browser's session is kept for
+reconnection (`server.disconnectedSessionTTL`) and then dropped without being shut down, so
+its uploads stayed for the server's life. And the server, importing `tl_core`, had the
+training processes' malloc settings, under which freed blocks stay in the heap. So:
+- `release_uploads`: a page that has used an upload (imported it) removes its bytes at once;
+- `drop_dead_sessions_uploads`, every `REAP_EVERY` seconds in a thread of the server: the
+  uploads of sessions Streamlit no longer has are removed;
+- `set_up_server` gives the server glibc's default malloc settings back
+  (`tl_core.allocator.untune_malloc`), so freed uploads go back to the system.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import logging
 import threading
 import time
 
+from tl_core.allocator import release_free_memory, untune_malloc
+
 COLLECT_EVERY = 5.0  # seconds between full collections after page views
+REAP_EVERY = 15.0  # seconds between looks for the uploads of sessions Streamlit dropped
 _lock = threading.Lock()
 _last_collect = 0.0
 
@@ -47,3 +64,68 @@ def collect_now_and_then(every: float = COLLECT_EVERY) -> bool:
         _last_collect = now
     gc.collect()
     return True
+
+
+def release_uploads(files) -> int:
+    """Remove these uploaded files' bytes from Streamlit's upload manager (the page has read
+    them); returns how many were removed. Outside a page view, nothing to do: 0."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or ctx.uploaded_file_mgr is None:
+        return 0
+    ids = [f.file_id for f in files if getattr(f, "file_id", None)]
+    for file_id in ids:
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
+    return len(ids)
+
+
+def drop_dead_sessions_uploads(runtime) -> int:
+    """Remove the uploads of every session the Streamlit `runtime` no longer has (closed and
+    past its reconnection time); returns how many sessions' files were removed."""
+    files = runtime.uploaded_file_mgr
+    sessions = runtime._session_mgr  # noqa: SLF001 - Streamlit offers no public list
+    storage = getattr(getattr(sessions, "_session_storage", None), "_cache", None)
+    with getattr(sessions, "_storage_lock", None) or contextlib.nullcontext():
+        if hasattr(storage, "expire"):
+            storage.expire()  # sessions past their reconnection time go now, not on next use
+        alive = {info.session.id for info in sessions.list_sessions()}
+    dead = [sid for sid in list(getattr(files, "file_storage", {})) if sid not in alive]
+    for session_id in dead:
+        files.remove_session_files(session_id)
+    return len(dead)
+
+
+def _reap_forever(every: float) -> None:
+    from streamlit import runtime
+
+    log = logging.getLogger(__name__)
+    while True:
+        time.sleep(every)
+        try:
+            dropped = runtime.exists() and drop_dead_sessions_uploads(runtime.get_instance())
+        except Exception:  # noqa: BLE001 - Streamlit's internals changed: say so, stop
+            log.exception("the uploads of closed sessions cannot be freed; not trying again")
+            return
+        if dropped:
+            gc.collect()  # a dropped session's state (its widgets' files) is in cycles
+            release_free_memory()
+
+
+def _serving() -> bool:
+    """True in a real Streamlit server; AppTest runs the pages under a mock runtime."""
+    from streamlit import runtime
+
+    return runtime.exists() and type(runtime.get_instance()) is runtime.Runtime
+
+
+def set_up_server(modules: tuple[str, ...], reap_every: float = REAP_EVERY) -> int:
+    """Once per web server: glibc's malloc defaults back, the startup heap frozen, the
+    upload reaper started; returns the frozen object count. Under a script that runs the
+    pages without a server (Streamlit's AppTest, in the tests' process) only the freezing."""
+    if _serving():
+        untune_malloc()
+        threading.Thread(
+            target=_reap_forever, args=(reap_every,), name="upload-reaper", daemon=True
+        ).start()
+    return freeze_startup_heap(modules)
