@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tl_core import machine, paths, server_gc, workspaces
+from tl_core.backbones import BACKBONES
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
@@ -75,10 +76,14 @@ def home() -> None:
         "background: close or refresh the page whenever you like."
     )
     if not downloads_reachable():
+        online = [
+            f"`{b.name}`" for b in BACKBONES.values() if b.weights_url and not b.works_offline
+        ]
+        offline = [f"`{b.name}`" for b in BACKBONES.values() if b.works_offline]
         st.warning(
-            "Pretrained downloads are unreachable from this server, so `resnet18` and `vgg16` "
-            "work only if their weights are already cached here. **`efficientnet_lite0` works "
-            "offline**: its ImageNet weights ship with the lab.",
+            f"Pretrained downloads are unreachable from this server, so {' and '.join(online)} "
+            f"work only if their weights are already cached here. **{' and '.join(offline)} "
+            "works offline**: its ImageNet weights ship with the lab.",
             icon=":material/cloud_off:",
         )
     st.header("Quick start")

@@ -19,6 +19,7 @@ from tl_core.runs import RunStore
 from tl_core.schedule import estimate_seconds, queue_view, running_progress
 from tl_core.spec import RunSpec, expand
 from tl_core.store_repair import home_problem
+from tl_core.strategies import CLASSIC, get_strategy
 from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
 from tl_core.worker import ensure_worker, worker_status
@@ -176,8 +177,7 @@ _one_of, _number = form_memory.one_of, form_memory.number
 FORM = {
     "exp_backbone": ("efficientnet_lite0", _one_of(BACKBONES)),
     "exp_strategies": (
-        # The classic four; probe_finetune (fine-tuning from a probed head) joins by choice.
-        [s for s in STRATEGIES if s != "probe_finetune"],
+        list(CLASSIC),  # probe_finetune (fine-tuning from a probed head) joins by choice
         lambda v: isinstance(v, list) and all(s in STRATEGIES for s in v),
     ),
     "exp_epochs": (5, _number(1, 1000, 1)),
@@ -336,7 +336,7 @@ else:
     )
     specs, problems = [], []
     for spec in expand(base, strategies, int(seeds)) if strategies else []:
-        if spec.strategy == "scratch":  # starts from random weights, whatever was chosen
+        if not get_strategy(spec.strategy).needs_pretrained:  # random weights, whatever chosen
             spec = replace(spec, init_from=None)
         try:
             specs.append(spec.validate())

@@ -37,6 +37,8 @@ def test_offline_banner_points_to_efficientnet_lite0(monkeypatch):
     at = app_at()
     assert not at.exception
     assert "efficientnet_lite0" in at.warning[0].value
+    # Read from the backbone registry: every backbone with a download is named.
+    assert "`resnet18` and `vgg16` work only if" in at.warning[0].value
 
 
 def test_classroom_quick_queues_runs_in_the_url_workspace(monkeypatch):

@@ -28,7 +28,7 @@ from pathlib import Path
 from tl_core.allocator import release_free_memory
 from tl_core.errors import LabError
 from tl_core.models import BACKBONES
-from tl_core.strategies import STRATEGIES
+from tl_core.strategies import CLASSIC, STRATEGIES
 from tl_core.train import DEVICES
 
 Log = Callable[[str], None]
@@ -91,12 +91,7 @@ class ScaleConfig:
 
     data: str
     backbone: str = "efficientnet_lite0"
-    strategies: tuple[str, ...] = (
-        "feature_extractor",
-        "partial_finetune",
-        "full_finetune",
-        "scratch",
-    )
+    strategies: tuple[str, ...] = CLASSIC
     sizes: tuple[int, ...] = (100, 300, 1000, 3000)
     epochs: int = 2
     device: str = "auto"

@@ -24,7 +24,6 @@ OVERLAYS = (
     ("val_acc", "Validation accuracy"),
     ("val_loss", "Validation loss"),
 )
-STRATEGY_COLOURS = {name: s.colour for name, s in STRATEGIES.items()}  # from the table
 UNKNOWN_COLOUR = "#636363"  # a strategy no longer in the table (an old run)
 FROZEN, TRAINS = "#c6dbef", "#fd8d3c"
 ACCURACY_AXIS = {"tickformat": ".0%", "range": [0, 1.05]}
@@ -33,7 +32,7 @@ MARKERS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star")
 
 def strategy_colour(strategy: str) -> str:
     """The strategy's colour from its `STRATEGIES` entry: the same in every chart."""
-    return STRATEGY_COLOURS.get(strategy, UNKNOWN_COLOUR)
+    return STRATEGIES[strategy].colour if strategy in STRATEGIES else UNKNOWN_COLOUR
 
 
 def shade(colour: str, k: int) -> str:
@@ -363,12 +362,10 @@ def confusion(
     )
     fig.update_xaxes(title_text="predicted", automargin=True)
     fig.update_yaxes(title_text="true", autorange="reversed", automargin=True)  # long names
-    fig = _layout(fig, title, height=380)
     # Room for the longest class name left of the rows: automargin alone cut the first
     # letters off in the HTML report ("riangle").
     longest = max((len(c) for c in classes), default=0)
-    fig.update_layout(margin={"l": min(60 + 8 * longest, 260)})
-    return fig
+    return _layout(fig, title, height=380).update_layout(margin={"l": min(60 + 8 * longest, 260)})
 
 
 def per_class_bars(accuracy: dict[str, float | None]) -> go.Figure:

@@ -33,6 +33,7 @@ class Strategy:
     # "last_groups" (the backbone's last `trainable_blocks` layer groups and the head).
     scope: str = "all"
     colour: str = "#8c8c8c"  # its colour in every chart
+    classic: bool = True  # one of the classic four, chosen by default on the page and bench-scale
 
     @property
     def uses_blocks(self) -> bool:
@@ -90,8 +91,10 @@ STRATEGIES: dict[str, Strategy] = {
         cost_factor=1.0,  # its epochs train every layer; the probe adds seconds
         scope="all",  # what its epochs train; the probe before them trains the head alone
         colour="#756bb1",
+        classic=False,  # joins by choice
     ),
 }
+CLASSIC = tuple(name for name, s in STRATEGIES.items() if s.classic)
 
 
 def get_strategy(name: str) -> Strategy:
