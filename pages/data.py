@@ -124,6 +124,75 @@ def uploaded_to_file(upload, folder: str) -> Path:
     return path
 
 
+def zip_tab() -> None:
+    """A zip of class folders. In this tab and the next three the upload is a local name: as a
+    page global it stayed in memory after the run, since the page's cached function
+    (`inspection`) keeps the page's namespace alive (issue 12)."""
+    archive = st.file_uploader(
+        "A zip of class folders (optionally inside train/ and val/)",
+        type=["zip"],
+        key=upload_key("data_zip"),
+    )
+    if archive is not None and st.button(f"Import into {short}", key="data_zip_go"):
+        with tempfile.TemporaryDirectory() as tmp:
+            zip_path = uploaded_to_file(archive, tmp)
+            run_import("importing", sources.import_zip, zip_path, target, uploads=(archive,))
+
+
+def class_tab() -> None:
+    """Pictures of one class."""
+    cls = st.text_input("Class", key="data_class")
+    files = st.file_uploader(
+        "Pictures of this class", accept_multiple_files=True, key=upload_key("data_class_files")
+    )
+    if files and cls and st.button(f"Add {len(files)} to {cls}", key="data_class_go"):
+        run_import(
+            "adding",
+            sources.add_images,
+            target,
+            cls,
+            [(f.name, f.getvalue()) for f in files],
+            uploads=tuple(files),
+        )
+
+
+def camera_tab() -> None:
+    """Webcam shots, one class at a time."""
+    st.caption("The browser allows the webcam only over HTTPS or on localhost.")
+    cam_cls = st.text_input("Class of the next shot", key="data_cam_class")
+    shot = st.camera_input("Take a picture", key=upload_key("data_camera"))
+    if shot is not None and cam_cls and st.button(f"Add this shot to {cam_cls}", key="data_cam_go"):
+        run_import(
+            "adding",
+            sources.add_images,
+            target,
+            cam_cls,
+            [(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue())],
+            source="camera",
+            uploads=(shot,),
+        )
+
+
+def url_tab() -> None:
+    """A list of picture URLs to download."""
+    url_file = st.file_uploader(
+        "A CSV of url,label rows, or a .txt of URLs for one class",
+        type=["csv", "txt"],
+        key=upload_key("data_urls"),
+    )
+    url_label = st.text_input("Class (for a .txt; default: the file name)", key="data_urls_label")
+    if url_file is not None and st.button("Download", key="data_urls_go"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run_import(
+                "downloading",
+                download.download_url_list,
+                uploaded_to_file(url_file, tmp),
+                target,
+                label=url_label or None,
+                uploads=(url_file,),
+            )
+
+
 st.subheader("Add pictures")
 tabs = st.tabs(
     ["Built-in sets", "Zip file", "Per class", "Webcam", "URL list", "Search", "Server folder"]
@@ -163,60 +232,13 @@ with tabs[0]:
             force=built.is_dir(),
         )
 with tabs[1]:
-    archive = st.file_uploader(
-        "A zip of class folders (optionally inside train/ and val/)",
-        type=["zip"],
-        key=upload_key("data_zip"),
-    )
-    if archive is not None and st.button(f"Import into {short}", key="data_zip_go"):
-        with tempfile.TemporaryDirectory() as tmp:
-            zip_path = uploaded_to_file(archive, tmp)
-            run_import("importing", sources.import_zip, zip_path, target, uploads=(archive,))
+    zip_tab()
 with tabs[2]:
-    cls = st.text_input("Class", key="data_class")
-    files = st.file_uploader(
-        "Pictures of this class", accept_multiple_files=True, key=upload_key("data_class_files")
-    )
-    if files and cls and st.button(f"Add {len(files)} to {cls}", key="data_class_go"):
-        run_import(
-            "adding",
-            sources.add_images,
-            target,
-            cls,
-            [(f.name, f.getvalue()) for f in files],
-            uploads=tuple(files),
-        )
+    class_tab()
 with tabs[3]:
-    st.caption("The browser allows the webcam only over HTTPS or on localhost.")
-    cam_cls = st.text_input("Class of the next shot", key="data_cam_class")
-    shot = st.camera_input("Take a picture", key=upload_key("data_camera"))
-    if shot is not None and cam_cls and st.button(f"Add this shot to {cam_cls}", key="data_cam_go"):
-        run_import(
-            "adding",
-            sources.add_images,
-            target,
-            cam_cls,
-            [(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue())],
-            source="camera",
-            uploads=(shot,),
-        )
+    camera_tab()
 with tabs[4]:
-    url_file = st.file_uploader(
-        "A CSV of url,label rows, or a .txt of URLs for one class",
-        type=["csv", "txt"],
-        key=upload_key("data_urls"),
-    )
-    url_label = st.text_input("Class (for a .txt; default: the file name)", key="data_urls_label")
-    if url_file is not None and st.button("Download", key="data_urls_go"):
-        with tempfile.TemporaryDirectory() as tmp:
-            run_import(
-                "downloading",
-                download.download_url_list,
-                uploaded_to_file(url_file, tmp),
-                target,
-                label=url_label or None,
-                uploads=(url_file,),
-            )
+    url_tab()
 with tabs[5]:
     st.caption("One class per term, with freely licensed images from Wikimedia Commons.")
     terms = st.text_input("Search terms, comma-separated", placeholder="ant, bee", key="data_terms")

@@ -61,60 +61,68 @@ chosen = st.multiselect(
 top_k = st.slider("Top classes shown", 1, 10, 3, key="pred_topk")
 show_cam = st.toggle("Grad-CAM: where the model looked", value=True, key="pred_cam")
 
-tab_upload, tab_camera = st.tabs(["Upload pictures", "Webcam"])
-files = tab_upload.file_uploader(
-    "Pictures",
-    type=["jpg", "jpeg", "png", "webp", "bmp"],
-    accept_multiple_files=True,
-    key="pred_files",
-)
-shot = tab_camera.camera_input("Take a picture", key="pred_camera")
-sources = [(f.name, f.getvalue()) for f in files or []]
-if shot is not None:
-    sources.append(("webcam shot", shot.getvalue()))
 
-for name, data in sources:
-    try:
-        image = decode_bytes(data).rgb
-    except ImageDecodeError as exc:
-        st.error(f"{md(name)}: {md(exc)}")
-        continue
-    st.markdown(f"#### {md(name)}")
-    cols = st.columns(max(1, len(chosen)))
-    for col, run_id in zip(cols, chosen, strict=False):
-        with col:
-            try:
-                trained = cached_model(str(store.home), run_id)
-            except LabError as exc:
-                st.error(md(exc))
-                continue
-            st.caption(md(charts.run_label(by_id[run_id])))
-            (top,) = predict(trained, [image], top_k=top_k)
-            if show_cam:
-                heat, index = gradcam.gradcam(trained, image, top[0]["index"])
-                st.image(
-                    gradcam.overlay(trained, image, heat),
-                    caption=f"Grad-CAM: where it looked for {top[0]['class']}"
-                    if heat.max() > 0
-                    else f"Grad-CAM: no region stood out for {top[0]['class']}",
-                    width=IMAGE_PX,
-                )
-                st.html(attention_legend())
-            else:
-                st.image(
-                    gradcam.model_view(trained, image),
-                    caption="what the model sees",
-                    width=IMAGE_PX,
-                )
-            st.dataframe(
-                [{"class": t["class"], "probability": t["prob"]} for t in top],
-                hide_index=True,
-                column_config={
-                    "probability": st.column_config.ProgressColumn(
-                        format="percent", min_value=0, max_value=1
+def predictions() -> None:
+    """The pictures given (uploads, a webcam shot), each classified by every chosen run. A
+    function, so that the pictures' bytes are local names: as page globals they stayed in
+    memory after the run, since `cached_model` keeps the page's namespace alive (issue 12)."""
+    tab_upload, tab_camera = st.tabs(["Upload pictures", "Webcam"])
+    files = tab_upload.file_uploader(
+        "Pictures",
+        type=["jpg", "jpeg", "png", "webp", "bmp"],
+        accept_multiple_files=True,
+        key="pred_files",
+    )
+    shot = tab_camera.camera_input("Take a picture", key="pred_camera")
+    sources = [(f.name, f.getvalue()) for f in files or []]
+    if shot is not None:
+        sources.append(("webcam shot", shot.getvalue()))
+
+    for name, data in sources:
+        try:
+            image = decode_bytes(data).rgb
+        except ImageDecodeError as exc:
+            st.error(f"{md(name)}: {md(exc)}")
+            continue
+        st.markdown(f"#### {md(name)}")
+        cols = st.columns(max(1, len(chosen)))
+        for col, run_id in zip(cols, chosen, strict=False):
+            with col:
+                try:
+                    trained = cached_model(str(store.home), run_id)
+                except LabError as exc:
+                    st.error(md(exc))
+                    continue
+                st.caption(md(charts.run_label(by_id[run_id])))
+                (top,) = predict(trained, [image], top_k=top_k)
+                if show_cam:
+                    heat, index = gradcam.gradcam(trained, image, top[0]["index"])
+                    st.image(
+                        gradcam.overlay(trained, image, heat),
+                        caption=f"Grad-CAM: where it looked for {top[0]['class']}"
+                        if heat.max() > 0
+                        else f"Grad-CAM: no region stood out for {top[0]['class']}",
+                        width=IMAGE_PX,
                     )
-                },
-            )
+                    st.html(attention_legend())
+                else:
+                    st.image(
+                        gradcam.model_view(trained, image),
+                        caption="what the model sees",
+                        width=IMAGE_PX,
+                    )
+                st.dataframe(
+                    [{"class": t["class"], "probability": t["prob"]} for t in top],
+                    hide_index=True,
+                    column_config={
+                        "probability": st.column_config.ProgressColumn(
+                            format="percent", min_value=0, max_value=1
+                        )
+                    },
+                )
+
+
+predictions()
 
 st.divider()
 st.subheader("Export a trained model")

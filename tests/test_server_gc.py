@@ -66,12 +66,17 @@ def test_a_page_lets_go_of_the_uploads_it_has_read(monkeypatch):
     files = _uploads("me", "other")
     ctx = SimpleNamespace(uploaded_file_mgr=files, session_id="me")
     monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: ctx)
-    read = files.get_files("me", ["me-f"])
-    assert server_gc.release_uploads(read) == 1
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+    page_file = UploadedFile(files.get_files("me", ["me-f"])[0], None)  # as the widget gives
+    assert server_gc.release_uploads([page_file]) == 1
     assert files.get_files("me", ["me-f"]) == []
+    assert page_file.closed  # the page's own name for it no longer holds the bytes
     assert len(files.get_files("other", ["other-f"])) == 1  # another session's stay
     monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda: None)
-    assert server_gc.release_uploads(read) == 0  # outside a page view: nothing to do
+    other = UploadedFile(files.get_files("other", ["other-f"])[0], None)
+    assert server_gc.release_uploads([other]) == 0  # outside a page view: closed only
+    assert other.closed
 
 
 def test_uploads_of_sessions_streamlit_dropped_are_freed():
@@ -105,3 +110,18 @@ def test_the_server_is_set_up_once_and_not_under_apptest():
     app = (ROOT / "app.py").read_text()
     assert app.count("server_gc.set_up_server(") == 1
     assert server_gc._serving() is False
+
+
+def test_no_page_keeps_an_upload_in_a_global():
+    """A page's cached functions keep its namespace alive after the run, so an upload named
+    by a page global stayed in the server's memory (issue 12): uploads are local names."""
+    import ast
+
+    widgets = {"file_uploader", "camera_input"}
+    for page in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        for stmt in ast.parse(page.read_text()).body:
+            if isinstance(stmt, ast.FunctionDef):
+                continue  # inside a function an upload is a local name
+            for call in ast.walk(stmt):
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
+                    assert call.func.attr not in widgets, f"{page.name}:{call.lineno}"

@@ -20,9 +20,12 @@ upload manager until it shuts the session down, but a closed browser's session i
 reconnection (`server.disconnectedSessionTTL`) and then dropped without being shut down, so
 its uploads stayed for the server's life. And the server, importing `tl_core`, had the
 training processes' malloc settings, under which freed blocks stay in the heap. So:
-- `release_uploads`: a page that has used an upload (imported it) removes its bytes at once;
-- `drop_dead_sessions_uploads`, every `REAP_EVERY` seconds in a thread of the server: the
-  uploads of sessions Streamlit no longer has are removed;
+- `release_uploads`: a page that has used an upload (imported it) removes its bytes from
+  the manager and closes the file, which frees them at once: the page's variables still
+  name the file until the page's namespace, a reference cycle, is collected;
+- every `REAP_EVERY` seconds a thread of the server drops the uploads of sessions Streamlit
+  no longer has (`drop_dead_sessions_uploads`) and runs the rate-limited collection, so the
+  namespaces of finished page views go even when nobody views a page afterwards;
 - `set_up_server` gives the server glibc's default malloc settings back
   (`tl_core.allocator.untune_malloc`), so freed uploads go back to the system.
 """
@@ -67,17 +70,19 @@ def collect_now_and_then(every: float = COLLECT_EVERY) -> bool:
 
 
 def release_uploads(files) -> int:
-    """Remove these uploaded files' bytes from Streamlit's upload manager (the page has read
-    them); returns how many were removed. Outside a page view, nothing to do: 0."""
+    """Free these uploaded files (the page has read them and will not again): their bytes
+    leave Streamlit's upload manager and the files are closed. Returns how many were removed
+    from the manager (0 outside a page view, where only the closing applies)."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
-    if ctx is None or ctx.uploaded_file_mgr is None:
-        return 0
-    ids = [f.file_id for f in files if getattr(f, "file_id", None)]
-    for file_id in ids:
-        ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
-    return len(ids)
+    removed = 0
+    for upload in files:
+        if ctx is not None and ctx.uploaded_file_mgr is not None and upload.file_id:
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+            removed += 1
+        upload.close()  # the bytes are shared with the manager's record: now nobody's
+    return removed
 
 
 def drop_dead_sessions_uploads(runtime) -> int:
@@ -103,12 +108,11 @@ def _reap_forever(every: float) -> None:
     while True:
         time.sleep(every)
         try:
-            dropped = runtime.exists() and drop_dead_sessions_uploads(runtime.get_instance())
+            runtime.exists() and drop_dead_sessions_uploads(runtime.get_instance())
         except Exception:  # noqa: BLE001 - Streamlit's internals changed: say so, stop
             log.exception("the uploads of closed sessions cannot be freed; not trying again")
             return
-        if dropped:
-            gc.collect()  # a dropped session's state (its widgets' files) is in cycles
+        if collect_now_and_then():  # finished page views and dropped sessions are cycles
             release_free_memory()
 
 
