@@ -8,6 +8,7 @@ from tl_core import charts, recipes, report
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
+from tl_core.fmt import mistakes_heading
 from tl_core.jobs import queue_resume, resumable
 from tl_core.recipes.charts import recipe_figures
 from tl_core.runs import RunStore
@@ -137,10 +138,7 @@ if done:
         c2.plotly_chart(charts.per_class_bars(per_class_accuracy(preds)), key="per_class")
         wrong = mistakes(preds)
         shown = wrong[:MISTAKES_SHOWN]
-        st.markdown(
-            f"**Misclassified validation images:** {len(wrong)} of {len(preds['items'])}"
-            + (f" (showing the {len(shown)} most confident)" if len(shown) < len(wrong) else "")
-        )
+        st.markdown(mistakes_heading(len(wrong), len(preds["items"]), len(shown)))
         cols = st.columns(6)
         for n, item in enumerate(shown):
             classes = preds["classes"]

@@ -1,13 +1,15 @@
 """Does the web server give memory back after large uploads? (issue 12: "the Streamlit
 server's RSS returns within 200 MB of its baseline after uploads end")
 
-    python scripts/bench_upload_memory.py [--uploads 3] [--mb 300] [--wait 150] [--json]
+    python scripts/bench_upload_memory.py [--uploads 3] [--mb 300] [--wait 150] [--no-import] [--json]
 
 Starts the app on 127.0.0.1 with a fresh lab home (no worker), opens every page once in
 Chromium, reads the server's RSS (baseline), uploads a large zip on the Data page's zip
 tab and imports it, `--uploads` times, closes the browser, then samples the server's RSS
 every 10 s for `--wait` seconds (a closed session is kept for reconnection for
-`server.disconnectedSessionTTL`, 120 s by default). Each upload opens the Data page anew,
+`server.disconnectedSessionTTL`, 120 s by default). With `--no-import` the uploads are left
+where they arrived, never imported: only the closing of their sessions can free them. Each
+upload opens the Data page anew,
 so each is a session of its own, as for users who come back later. The zip holds a few small pictures in class
 folders plus incompressible junk that the import skips: the point is the upload's size.
 Everything it starts is stopped by its process group; the whole run is bounded in time.
@@ -61,7 +63,7 @@ def make_zip(path: Path, megabytes: int) -> Path:
     return path
 
 
-def upload_once(page, url: str, archive: Path) -> None:
+def upload_once(page, url: str, archive: Path, do_import: bool = True) -> None:
     """The Data page's zip tab: choose the file, wait for the upload, import, wait for it."""
     from playwright.sync_api import expect
 
@@ -71,12 +73,14 @@ def upload_once(page, url: str, archive: Path) -> None:
     page.locator(".st-key-data_zip input[type='file']").set_input_files(str(archive))
     go = page.locator(".st-key-data_zip_go button")
     expect(go).to_be_visible(timeout=TIMEOUT_MS)  # shown once the upload has arrived
+    if not do_import:
+        return
     go.click()
     done = page.get_by_text(re.compile(r"picture\(s\) added|nothing was added"))
     expect(done.first).to_be_visible(timeout=TIMEOUT_MS)
 
 
-def browse_and_upload(url: str, pid: int, archive: Path, uploads: int) -> dict:
+def browse_and_upload(url: str, pid: int, archive: Path, uploads: int, do_import: bool) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
@@ -94,7 +98,7 @@ def browse_and_upload(url: str, pid: int, archive: Path, uploads: int) -> dict:
             baseline = rss_mb(pid)
             after = []
             for _ in range(uploads):
-                upload_once(page, url, archive)
+                upload_once(page, url, archive, do_import)
                 after.append(rss_mb(pid))
         finally:
             browser.close()
@@ -106,7 +110,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     os.environ.update(TL_LAB_NO_WORKER="1")
     proc, url = start_server(tmp / "lab-home")
     try:
-        result = browse_and_upload(url, proc.pid, archive, args.uploads)
+        result = browse_and_upload(url, proc.pid, archive, args.uploads, not args.no_import)
         samples = []
         for _ in range(max(1, int(args.wait // 10))):
             time.sleep(10)
@@ -123,6 +127,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
     base = result["baseline_mb"]
     return {
         "upload_mb": round(archive.stat().st_size / 1024**2),
+        "imported": not args.no_import,
         **result,
         "peak_mb": peak,
         "after_close_mb": samples,
@@ -137,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=3)
     parser.add_argument("--mb", type=int, default=300, help="size of the uploaded zip")
     parser.add_argument("--wait", type=float, default=150, help="seconds sampled after close")
+    parser.add_argument(
+        "--no-import", action="store_true", help="upload only; the closed sessions hold them"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not 1 <= args.uploads <= 10 or not 50 <= args.mb <= 1000 or not 10 <= args.wait <= 600:

@@ -18,3 +18,9 @@ def format_duration(seconds: float | None) -> str:
 def percent(x: float | None) -> str:
     """0.1234 -> '12.3%'; '-' for unknown."""
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def mistakes_heading(wrong: int, total: int, shown: int) -> str:
+    """The heading over the gallery of misclassified pictures, which may show only some."""
+    text = f"**Misclassified validation images:** {wrong} of {total}"
+    return text + (f" (showing the {shown} most confident)" if shown < wrong else "")
