@@ -35,8 +35,8 @@ class Installed:
         return {**env, "PYTHONPATH": path, **extra}
 
 
-def build_and_install(workdir: Path) -> Installed:
-    src = workdir / "src"
+def copy_sources(src: Path) -> Path:
+    """What a build reads, copied to `src` (so building leaves nothing in the clone)."""
     src.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in SOURCES:
@@ -45,6 +45,11 @@ def build_and_install(workdir: Path) -> Installed:
             shutil.copytree(item, src / name, ignore=ignore)
         else:
             shutil.copy2(item, src / name)
+    return src
+
+
+def build_and_install(workdir: Path) -> Installed:
+    src = copy_sources(workdir / "src")
     dist = workdir / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(

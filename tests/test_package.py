@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from package_fixtures import ROOT, Installed, installed  # noqa: F401 - the fixture
+from package_fixtures import ROOT, Installed, copy_sources, installed  # noqa: F401 - the fixture
 
 from tl_core import launcher
 
@@ -74,3 +74,26 @@ def test_tl_lab_app_passes_streamlit_options_through(monkeypatch) -> None:
     assert seen == [["--server.port", "8502", "--server.headless", "true"]]
     argv = launcher.streamlit_argv(["--server.port", "8502"])
     assert argv == ["run", str(ROOT / "app.py"), "--server.port", "8502"]
+
+
+def test_an_editable_install_runs_the_source_folder(tmp_path) -> None:
+    """`pip install -e .` (README, Set up): the library and the app are the folder's own
+    files, and an edit there is seen without reinstalling."""
+    src = copy_sources(tmp_path / "src")
+    prefix = tmp_path / "prefix"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    flags = ["--no-deps", "--no-build-isolation", "--no-index", "--prefix", str(prefix)]
+    subprocess.run([*pip, *flags, "-e", str(src)], check=True, timeout=300)
+    (site_dir,) = prefix.glob("lib/python*/site-packages")
+    assert (prefix / "bin" / "tl-lab").is_file()
+    (src / "tl_core" / "edited.py").write_text("WHERE = __file__\n")
+    check = (
+        f"import site; site.addsitedir({str(site_dir)!r}); "
+        "import tl_core.edited as e, tl_core.launcher as l; print(e.WHERE, l.app_script())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    edited, app = out.stdout.split()
+    assert Path(edited) == src / "tl_core" / "edited.py" and Path(app) == src / "app.py"
