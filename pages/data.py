@@ -9,12 +9,15 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core import charts, server_gc, workspaces
+from tl_core.app_entry import run_under_app
 from tl_core.data import builtin, curate, download, search, sources
 from tl_core.data.store import dataset_path, load_manifest
 from tl_core.data.writer import delete_dataset
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.store_repair import home_problem
+
+run_under_app()  # a page opened by its URL on a fresh server runs through app.py
 
 if problem := home_problem():  # a lab home that cannot be written: one clear message
     st.error(md(problem), icon=":material/folder_off:")

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import charts, consent, form_memory, groups, machine, recipes, workspaces
+from tl_core.app_entry import run_under_app
 from tl_core.data.folder import scan_dataset
 from tl_core.data.store import dataset_path
 from tl_core.errors import LabError
@@ -23,6 +24,8 @@ from tl_core.strategies import CLASSIC, get_strategy
 from tl_core.train import BN_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 from tl_core.transforms import AUGMENTATIONS
 from tl_core.worker import ensure_worker, worker_status
+
+run_under_app()  # a page opened by its URL on a fresh server runs through app.py
 
 if problem := home_problem():  # a lab home that cannot be written: one clear message
     st.error(md(problem), icon=":material/folder_off:")

@@ -7,6 +7,7 @@ import uuid
 import streamlit as st
 
 from tl_core import charts, consent
+from tl_core.app_entry import run_under_app
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.fmt import format_duration
@@ -15,6 +16,8 @@ from tl_core.recipes.classroom import lesson_seconds
 from tl_core.runs import RunStore
 from tl_core.store_repair import home_problem
 from tl_core.worker import ensure_worker
+
+run_under_app()  # a page opened by its URL on a fresh server runs through app.py
 
 if problem := home_problem():  # a lab home that cannot be written: one clear message
     st.error(md(problem), icon=":material/folder_off:")

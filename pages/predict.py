@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core import charts, gradcam
+from tl_core.app_entry import run_under_app
 from tl_core.data.images import ImageDecodeError, decode_bytes
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
@@ -15,6 +16,8 @@ from tl_core.evaluate import TrainedModel, load_trained, predict
 from tl_core.export import FORMATS, export_model
 from tl_core.runs import RunStore
 from tl_core.store_repair import home_problem
+
+run_under_app()  # a page opened by its URL on a fresh server runs through app.py
 
 if problem := home_problem():  # a lab home that cannot be written: one clear message
     st.error(md(problem), icon=":material/folder_off:")

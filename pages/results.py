@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tl_core import charts, recipes, report
+from tl_core.app_entry import run_under_app
 from tl_core.errors import LabError
 from tl_core.escape import markdown as md
 from tl_core.evaluate import confusion_matrix, mistakes, per_class_accuracy, validation_predictions
@@ -14,6 +15,8 @@ from tl_core.recipes.charts import recipe_figures
 from tl_core.runs import RunStore
 from tl_core.store_repair import home_problem
 from tl_core.worker import ensure_worker
+
+run_under_app()  # a page opened by its URL on a fresh server runs through app.py
 
 if problem := home_problem():  # a lab home that cannot be written: one clear message
     st.error(md(problem), icon=":material/folder_off:")

@@ -185,6 +185,12 @@ def test_newcomer_compares_three_strategies_in_the_browser(server, artifacts, tm
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
 
+            # The first view of a fresh server, a page opened by its URL: it runs through
+            # app.py (its navigation, not Streamlit's list of files "app", "data", ...).
+            open_page(page, "data", "Add pictures")
+            expect(page.get_by_text("Home", exact=True).first).to_be_visible()
+            expect(page.get_by_text("app", exact=True)).to_have_count(0)
+
             open_page(page, "", "Quick start")
             shoot(page, "1-home")
 
