@@ -191,7 +191,7 @@ FORM = {
     "exp_augment": (AUGMENTATIONS[0], _one_of(AUGMENTATIONS)),
     "exp_per_class": (0, _number(0, 100000, 1)),
     "exp_seeds": (1, _number(1, 10, 1)),
-    "exp_schedule": (SCHEDULES[0], _one_of(SCHEDULES)),
+    "exp_schedule": (_D.schedule, _one_of(SCHEDULES)),
     "exp_backbone_lr_mult": (_D.backbone_lr_mult, _number(0.001, 1.0, 0.1)),
     "exp_bn": (BN_MODES[0], _one_of(BN_MODES)),
     "exp_warmup": (_D.warmup_epochs, _number(0, 100, 1)),

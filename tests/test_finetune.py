@@ -30,7 +30,10 @@ def _small_cnn():
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(epochs=1, batch_size=8, lr=0.05, precision="fp32", channels_last=False)
+    """A small config at a constant rate unless a test names a schedule."""
+    base = dict(
+        epochs=1, batch_size=8, lr=0.05, precision="fp32", channels_last=False, schedule="none"
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -175,13 +178,17 @@ def test_scheduler_keeps_the_ratio_between_parameter_groups() -> None:
         sched.step()
         head_lr, body_lr = (g["lr"] for g in opt.param_groups)
         assert body_lr == pytest.approx(0.2 * head_lr)
-    assert make_scheduler(opt, _config(), 4) is None  # constant rate: no scheduler at all
+    constant = _config(schedule="none")
+    assert make_scheduler(opt, constant, 4) is None  # constant rate: no scheduler at all
 
 
 def test_fit_records_the_warmed_up_rate_of_each_epochs_first_batch() -> None:
     model, _ = _small_cnn()
     history = fit(
-        model, _tiny_data(16), _tiny_data(8), _config(epochs=3, warmup_epochs=2, batch_size=8)
+        model,
+        _tiny_data(16),
+        _tiny_data(8),
+        _config(epochs=3, warmup_epochs=2, batch_size=8, schedule="none"),
     )
     # 2 batches an epoch, 4 warm-up steps: the first batches of epochs 1-3 run at 1/4, 3/4, 1.
     assert [e.lr for e in history.epochs] == pytest.approx([0.05 / 4, 0.05 * 3 / 4, 0.05])

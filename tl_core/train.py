@@ -55,9 +55,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     # "step": x gamma every step_size epochs; "cosine": to 0 over all epochs; "onecycle": up
-    # from lr/25 to lr (over the warm-up, else the first 30 %), then a cosine to ~0.
+    # from lr/25 to lr (over the warm-up, else the first 30 %), then a cosine to ~0. The
+    # default is what measured best for fine-tuning (README, "Fine-tuning well"): on
+    # hymenoptera, 10 epochs, 3 seeds, probe_finetune 96.7 / 95.6 % best / final with cosine
+    # against 96.1 / 95.4 % with none; full_finetune equal (96.1 / 94.8 %).
     schedule: str = field(
-        default="none",
+        default="cosine",
         metadata={
             "choices": SCHEDULES,
             "help": "step: x gamma every step_size epochs; cosine: to 0 over all epochs; "
