@@ -79,9 +79,12 @@ def test_a_page_lets_go_of_the_uploads_it_has_read(monkeypatch):
     assert other.closed
 
 
-def test_uploads_of_sessions_streamlit_dropped_are_freed():
+def test_what_sessions_streamlit_dropped_still_hold_is_freed():
     """A closed browser's session is kept for reconnection, then dropped from Streamlit's
-    storage without a shutdown, which was what removed its uploads (issue 12)."""
+    storage without a shutdown, which was what removed its uploads; its state (the upload's
+    file object) could outlive it too (issue 12)."""
+    from streamlit.runtime.state.session_state import SessionState
+
     files = _uploads("live", "waiting", "expired", "gone")
 
     class Storage:  # Streamlit's TTL cache: an expired entry goes on the next expire()
@@ -91,17 +94,29 @@ def test_uploads_of_sessions_streamlit_dropped_are_freed():
         def expire(self):
             self.entries.pop("expired", None)
 
+    class Session:  # an AppSession as far as the look goes: an id and a session state
+        def __init__(self, sid):
+            self.id, self.session_state = sid, SessionState()
+            self.session_state["upload"] = b"300 MB"
+
+    held = {sid: Session(sid) for sid in ("live", "waiting", "expired")}  # still referenced
     storage = Storage()
+    listed = ["live", *storage.entries]
     manager = SimpleNamespace(
         _session_storage=SimpleNamespace(_cache=storage),
-        list_sessions=lambda: [
-            SimpleNamespace(session=SimpleNamespace(id=sid)) for sid in ("live", *storage.entries)
-        ],
+        list_sessions=lambda: [SimpleNamespace(session=held[sid]) for sid in listed],
     )
     runtime = SimpleNamespace(uploaded_file_mgr=files, _session_mgr=manager)
-    assert server_gc.drop_dead_sessions_uploads(runtime) == 2
+    dead = server_gc.DeadSessions()
+    assert dead.look(runtime) == 0  # "expired" and "gone" missing once: not yet touched
+    assert "upload" in held["expired"].session_state
+    listed[:] = ["live", *storage.entries]  # Streamlit dropped "expired" at that look
+    assert dead.look(runtime) == 1  # "gone": missing twice
+    assert dead.look(runtime) == 1  # "expired": missing twice now
     assert sorted(files.file_storage) == ["live", "waiting"]
-    assert server_gc.drop_dead_sessions_uploads(runtime) == 0
+    assert "upload" not in held["expired"].session_state
+    assert "upload" in held["live"].session_state and "upload" in held["waiting"].session_state
+    assert dead.look(runtime) == 0
 
 
 def test_the_server_is_set_up_once_and_not_under_apptest():

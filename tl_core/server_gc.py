@@ -23,8 +23,8 @@ training processes' malloc settings, under which freed blocks stay in the heap. 
 - `release_uploads`: a page that has used an upload (imported it) removes its bytes from
   the manager and closes the file, which frees them at once: the page's variables still
   name the file until the page's namespace, a reference cycle, is collected;
-- every `REAP_EVERY` seconds a thread of the server drops the uploads of sessions Streamlit
-  no longer has (`drop_dead_sessions_uploads`) and runs the rate-limited collection, so the
+- every `REAP_EVERY` seconds a thread of the server frees what the sessions Streamlit no
+  longer has still hold (`DeadSessions`) and runs the rate-limited collection, so the
   namespaces of finished page views go even when nobody views a page afterwards;
 - `set_up_server` gives the server glibc's default malloc settings back
   (`tl_core.allocator.untune_malloc`), so freed uploads go back to the system.
@@ -38,6 +38,7 @@ import importlib
 import logging
 import threading
 import time
+import weakref
 
 from tl_core.allocator import release_free_memory, untune_malloc
 
@@ -85,30 +86,47 @@ def release_uploads(files) -> int:
     return removed
 
 
-def drop_dead_sessions_uploads(runtime) -> int:
-    """Remove the uploads of every session the Streamlit `runtime` no longer has (closed and
-    past its reconnection time); returns how many sessions' files were removed."""
-    files = runtime.uploaded_file_mgr
-    sessions = runtime._session_mgr  # noqa: SLF001 - Streamlit offers no public list
-    storage = getattr(getattr(sessions, "_session_storage", None), "_cache", None)
-    with getattr(sessions, "_storage_lock", None) or contextlib.nullcontext():
-        if hasattr(storage, "expire"):
-            storage.expire()  # sessions past their reconnection time go now, not on next use
-        alive = {info.session.id for info in sessions.list_sessions()}
-    dead = [sid for sid in list(getattr(files, "file_storage", {})) if sid not in alive]
-    for session_id in dead:
-        files.remove_session_files(session_id)
-    return len(dead)
+class DeadSessions:
+    """Frees what the sessions Streamlit dropped (closed, past their reconnection time) still
+    hold: their uploads in the upload manager, and their widgets' state, where an upload's
+    file object keeps its bytes for as long as anything still refers to the session (seen:
+    a 300 MB zip held by a dropped session's state minutes later). A session is treated as
+    dropped once it has been missing from Streamlit's lists at two looks in a row, so one
+    that is reconnecting at the moment of a look is never touched."""
+
+    def __init__(self) -> None:
+        self.seen: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self.missing: set[str] = set()
+
+    def look(self, runtime) -> int:
+        """One look; returns how many sessions' uploads or state were freed."""
+        files = runtime.uploaded_file_mgr
+        sessions = runtime._session_mgr  # noqa: SLF001 - Streamlit offers no public list
+        storage = getattr(getattr(sessions, "_session_storage", None), "_cache", None)
+        with getattr(sessions, "_storage_lock", None) or contextlib.nullcontext():
+            if hasattr(storage, "expire"):
+                storage.expire()  # sessions past their reconnection time go now
+            alive = {info.session.id: info.session for info in sessions.list_sessions()}
+        self.seen.update(alive)
+        gone = (set(self.seen) | set(getattr(files, "file_storage", {}))) - set(alive)
+        dropped, self.missing = gone & self.missing, gone
+        for session_id in dropped:
+            files.remove_session_files(session_id)
+            session = self.seen.pop(session_id, None)
+            if session is not None:
+                session.session_state.clear()  # its widgets' files, and all else it kept
+        return len(dropped)
 
 
 def _reap_forever(every: float) -> None:
     from streamlit import runtime
 
     log = logging.getLogger(__name__)
+    dead = DeadSessions()
     while True:
         time.sleep(every)
         try:
-            runtime.exists() and drop_dead_sessions_uploads(runtime.get_instance())
+            runtime.exists() and dead.look(runtime.get_instance())
         except Exception:  # noqa: BLE001 - Streamlit's internals changed: say so, stop
             log.exception("the uploads of closed sessions cannot be freed; not trying again")
             return
