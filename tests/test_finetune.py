@@ -420,7 +420,13 @@ def test_the_data_efficiency_study_runs_each_strategy_at_its_stated_settings(str
         "onecycle",
         "frozen",
     )
-    assert probed.backbone_lr_mult == 0.1 and tuned.backbone_lr_mult == 1.0
+    assert tuned.backbone_lr_mult == 1.0
+    # probe_finetune's probe is the study's feature-extractor head (its lr, batch, schedule
+    # and epochs), then every layer with the backbone at a fiftieth of that rate.
+    head = by_strategy["feature_extractor"]
+    assert (probed.lr, probed.batch_size, probed.schedule) == (head.lr, head.batch_size, "none")
+    assert probed.probe_epochs == head.epochs
+    assert (probed.backbone_lr_mult, probed.bn) == (0.02, "frozen")
 
 
 def test_the_efficiency_curve_reports_best_and_final_accuracy() -> None:
