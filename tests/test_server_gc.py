@@ -38,7 +38,8 @@ def test_full_collections_run_at_most_every_interval(monkeypatch):
 def test_freezing_takes_the_imported_modules_out_of_the_collectors_walks():
     try:
         frozen = server_gc.freeze_startup_heap(("json",))
-        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        # Other threads of the test process may free a few frozen objects meanwhile.
+        assert frozen > 1000 and gc.get_freeze_count() >= 0.99 * frozen
         # A cycle made afterwards is still collected.
         cycle: list = []
         cycle.append(cycle)
