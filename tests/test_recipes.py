@@ -467,3 +467,17 @@ def test_run_recipe_reports_building_its_data_and_its_runs_as_progress_events() 
     assert data[-1].done == data[-1].total == 4 * (3 + 10)  # shapes: 10 validation per class
     assert all(e.message.startswith("data: ") for e in data)
     assert events.index(data[-1]) < min(i for i, e in enumerate(events) if e.stage == "train")
+
+
+def test_a_lessons_results_come_from_its_plan() -> None:
+    """`recipe classroom_quick` trained both runs, then failed with "these runs do not belong
+    to one recipe": a lesson's runs record no recipe (it is no reproduction), so the results
+    take the recipe from the plan that launched them."""
+    store = RunStore()
+    ids = recipes.queue_recipe(store, "classroom_quick", request_id="lesson1")
+    assert {store.get(i)["recipe"] for i in ids} == {None}
+    results = recipes.recipe_results(store, "lesson1", plan=plan("classroom_quick"))
+    assert results["recipe"] == "classroom_quick" and len(results["runs"]) == 2
+    assert results["status"] == "running"  # queued, not trained here
+    with pytest.raises(LabError, match="do not belong to one recipe"):
+        recipes.recipe_results(store, "lesson1")  # without the plan there is no telling
