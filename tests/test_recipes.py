@@ -367,6 +367,9 @@ def test_classroom_lessons_are_recipes_on_the_workspace_shapes_set(
     assert {(s.data, s.backbone, s.augment, s.recipe) for s in p.specs} == {
         ("team-a--shapes", "efficientnet_lite0", "none", None)
     }
+    # Every lesson keeps the constant rate it was tuned at, whatever the lab's default.
+    for name in recipes.CLASSROOM:
+        assert {s.train.schedule for s in plan(name).specs} == {"none"}, name
     probe = plan("probe_finetune").specs
     assert [(s.strategy, s.train.backbone_lr_mult) for s in probe] == [
         ("full_finetune", 1.0),
