@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -109,9 +110,9 @@ def test_what_sessions_streamlit_dropped_still_hold_is_freed():
     )
     runtime = SimpleNamespace(uploaded_file_mgr=files, _session_mgr=manager)
     dead = server_gc.DeadSessions()
-    assert dead.look(runtime) == 0  # "expired" and "gone" missing once: not yet touched
-    assert "upload" in held["expired"].session_state
+    assert dead.look(runtime) == 0  # "gone" missing once: not yet touched
     listed[:] = ["live", *storage.entries]  # Streamlit dropped "expired" at that look
+    assert "upload" in held["expired"].session_state
     assert dead.look(runtime) == 1  # "gone": missing twice
     assert dead.look(runtime) == 1  # "expired": missing twice now
     assert sorted(files.file_storage) == ["live", "waiting"]
@@ -120,12 +121,48 @@ def test_what_sessions_streamlit_dropped_still_hold_is_freed():
     assert dead.look(runtime) == 0
 
 
+def test_a_session_missing_at_one_look_only_is_left_alone():
+    """A session between Streamlit's lists at one look (reconnecting) and back at the next
+    keeps its uploads and state."""
+    from streamlit.runtime.state.session_state import SessionState
+
+    class Session:  # an AppSession as far as the look goes (weakly referable, as it is)
+        id, session_state = "s", SessionState()
+
+    files = _uploads("s")
+    session = Session()
+    session.session_state["upload"] = b"x"
+    listed = [["s"], [], ["s"], [], ["s"]]
+    manager = SimpleNamespace(
+        _storage_lock=threading.Lock(),
+        list_sessions=lambda: [SimpleNamespace(session=session)] * len(listed.pop(0)),
+    )
+    runtime = SimpleNamespace(uploaded_file_mgr=files, _session_mgr=manager)
+    dead = server_gc.DeadSessions()
+    assert [dead.look(runtime) for _ in range(5)] == [0, 0, 0, 0, 0]
+    assert "upload" in session.session_state and files.get_files("s", ["s-f"])
+
+
 def test_the_server_is_set_up_once_and_not_under_apptest():
     """app.py sets the server up in a cached resource; under AppTest (a mock runtime) the
     tests' process keeps its malloc settings and starts no reaper thread."""
+    from streamlit.testing.v1 import AppTest
+
     app = (ROOT / "app.py").read_text()
     assert app.count("server_gc.set_up_server(") == 1
-    assert server_gc._serving() is False
+    script = """
+import threading
+import streamlit as st
+from tl_core import server_gc
+server_gc.set_up_server(("json",), reap_every=0.01)
+st.write(f"serving={server_gc._serving()} " + ",".join(t.name for t in threading.enumerate()))
+"""
+    try:
+        at = AppTest.from_string(script).run()
+    finally:
+        gc.unfreeze()
+    text = at.markdown[0].value
+    assert text.startswith("serving=False") and "upload-reaper" not in text
 
 
 def test_no_page_keeps_an_upload_in_a_global():

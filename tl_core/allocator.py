@@ -24,10 +24,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 TRIM_BYTES = 1 << 30  # freed memory the heap keeps for reuse before returning it (1 GiB)
-# glibc's own values, for `untune_malloc`: blocks from 128 KiB up are mapped on their own
-# and unmapped when freed; the heap returns its free top past 128 KiB.
-GLIBC_MMAP_MAX = 65536
-GLIBC_THRESHOLD = 128 * 1024
+# For `untune_malloc` (the web server): blocks from 4 MiB up (an upload's bytes) are mapped
+# on their own and unmapped when freed, smaller ones (one picture's activations in Predict
+# stay under 2 MB) are served by the heap, which returns its free top past 64 MiB.
+GLIBC_MMAP_MAX = 65536  # glibc's default
+SERVER_MMAP_THRESHOLD = 4 << 20
+SERVER_TRIM_BYTES = 64 << 20
 
 _libc: ctypes.CDLL | None = None
 
@@ -70,11 +72,12 @@ def tune_malloc() -> bool:
 
 
 def untune_malloc() -> bool:
-    """Give this process glibc's defaults back; True where they were restored.
+    """Let large blocks be mapped again, and keep less freed memory; True where applied.
 
     For the web server, which imports `tl_core` but trains nothing: what it allocates in
     large blocks are uploads (hundreds of MB each, `tl_core/server_gc.py`), which should go
-    back to the system as soon as they are freed, not stay in the heap for reuse.
+    back to the system as soon as they are freed, not stay in the heap for reuse. (glibc's
+    own defaults cannot come back: its thresholds stop adapting once one is set.)
     """
     global _tuned
     if not tune_malloc():
@@ -85,8 +88,8 @@ def untune_malloc() -> bool:
         mallopt(option, value)
         for option, value in (
             (M_MMAP_MAX, GLIBC_MMAP_MAX),
-            (M_MMAP_THRESHOLD, GLIBC_THRESHOLD),
-            (M_TRIM_THRESHOLD, GLIBC_THRESHOLD),
+            (M_MMAP_THRESHOLD, SERVER_MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, SERVER_TRIM_BYTES),
         )
     )
 

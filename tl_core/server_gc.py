@@ -26,7 +26,7 @@ training processes' malloc settings, under which freed blocks stay in the heap. 
 - every `REAP_EVERY` seconds a thread of the server frees what the sessions Streamlit no
   longer has still hold (`DeadSessions`) and runs the rate-limited collection, so the
   namespaces of finished page views go even when nobody views a page afterwards;
-- `set_up_server` gives the server glibc's default malloc settings back
+- `set_up_server` lets the server's malloc map large blocks again
   (`tl_core.allocator.untune_malloc`), so freed uploads go back to the system.
 """
 
@@ -44,6 +44,7 @@ from tl_core.allocator import release_free_memory, untune_malloc
 
 COLLECT_EVERY = 5.0  # seconds between full collections after page views
 REAP_EVERY = 15.0  # seconds between looks for the uploads of sessions Streamlit dropped
+MAX_FAILURES = 5  # looks failing in a row before the thread gives up
 _lock = threading.Lock()
 _last_collect = 0.0
 
@@ -123,13 +124,18 @@ def _reap_forever(every: float) -> None:
 
     log = logging.getLogger(__name__)
     dead = DeadSessions()
+    failures = 0
     while True:
         time.sleep(every)
         try:
             runtime.exists() and dead.look(runtime.get_instance())
-        except Exception:  # noqa: BLE001 - Streamlit's internals changed: say so, stop
-            log.exception("the uploads of closed sessions cannot be freed; not trying again")
-            return
+            failures = 0
+        except Exception:  # noqa: BLE001 - a look that met Streamlit mid-change: next time
+            failures += 1
+            log.exception("freeing closed sessions' uploads failed (%d in a row)", failures)
+            if failures >= MAX_FAILURES:  # Streamlit's internals changed: say so, stop
+                log.error("not freeing closed sessions' uploads any more")
+                return
         if collect_now_and_then():  # finished page views and dropped sessions are cycles
             release_free_memory()
 
@@ -142,7 +148,7 @@ def _serving() -> bool:
 
 
 def set_up_server(modules: tuple[str, ...], reap_every: float = REAP_EVERY) -> int:
-    """Once per web server: glibc's malloc defaults back, the startup heap frozen, the
+    """Once per web server: large blocks mapped again by malloc, the startup heap frozen, the
     upload reaper started; returns the frozen object count. Under a script that runs the
     pages without a server (Streamlit's AppTest, in the tests' process) only the freezing."""
     if _serving():

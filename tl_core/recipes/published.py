@@ -11,7 +11,7 @@ from tl_core.recipes.planning import SOURCE_PREFIX, Context
 from tl_core.train import TrainConfig
 
 TUTORIAL = "https://pytorch.org/tutorials/beginner/transfer_learning_tutorial.html"
-# The classic tutorial configuration (TrainConfig's defaults are the same, batch size aside).
+# The classic tutorial configuration (the lab's defaults differ: batch 16, a cosine schedule).
 TUTORIAL_CONFIG = TrainConfig(
     epochs=25, batch_size=4, lr=0.001, momentum=0.9, schedule="step", step_size=7, gamma=0.1
 )
