@@ -352,8 +352,8 @@ else:
 
     try:
         n_train, n_val, n_classes = split_sizes(data, int(per_class) or None)
-    except LabError as exc:
-        st.error(md(exc))
+    except LabError as exc:  # the library names the folder; the page names the data set
+        st.error(md(str(exc).replace(str(dataset_path(data)), workspaces.short_name(data))))
         n_train = n_val = n_classes = 0
     if strategies and n_classes >= 2:
         st.subheader("Before you start")

@@ -134,3 +134,18 @@ def test_click_request_ids_repeat_only_for_the_same_settings_soon_after():
     other = click_request_id(state, "k", {"epochs": 4})
     assert other != first
     assert click_request_id(state, "k", {"epochs": 4}, window=0.0) != other  # too late: new
+
+
+def test_a_set_too_small_to_validate_is_named_not_its_folder():
+    """The message named the lab home's folder (/home/.../datasets/tiny), not the set."""
+    from app_fixtures import image_bytes
+
+    from tl_core.data.sources import add_images
+    from tl_core.paths import lab_home
+
+    for cls in ("red", "blue"):
+        add_images("tiny", cls, [(f"{cls}.png", image_bytes())])
+    at = app_at("pages/experiments.py")
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("tiny has too few images") and str(lab_home()) not in error
